@@ -1,0 +1,7 @@
+"""MotionStream core: a plain PyTorch library (no ComfyUI imports) for motion-conditioned streaming video diffusion."""
+
+from .config import WanConfig
+from .wan_dit import WanDiT
+from .weights import WeightsError, build_dit, load_dit, read_state_dict, save_state_dict
+
+__all__ = ["WanConfig", "WanDiT", "WeightsError", "build_dit", "load_dit", "read_state_dict", "save_state_dict"]

@@ -1,0 +1,164 @@
+"""Parameter naming schemes of public Wan 2.1 checkpoints and conversion to the canonical (original Wan) one.
+
+Schemes seen in the wild:
+- original Wan (Wan-AI, Comfy-Org repackaged, Kijai): `blocks.0.self_attn.q.weight`, ...
+- diffusers `WanTransformer3DModel`: `blocks.0.attn1.to_q.weight`, `condition_embedder.*`, ...
+Either may sit behind a prefix: `model.` (Self-Forcing, CausVid, LongLive), `model.diffusion_model.`
+(ComfyUI saves), `diffusion_model.`, `module.` / `_orig_mod.` / `_fsdp_wrapped_module.` (training wrappers).
+MotionStream-style students also carry `track_encoder.*`, which is not part of the transformer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, TypeVar
+
+T = TypeVar("T")
+
+TRACK_ENCODER_PREFIX = "track_encoder."
+
+# (canonical pattern, diffusers pattern); `{i}` stands for a block index.
+_BLOCK_RENAMES = [
+    ("self_attn.q.", "attn1.to_q."),
+    ("self_attn.k.", "attn1.to_k."),
+    ("self_attn.v.", "attn1.to_v."),
+    ("self_attn.o.", "attn1.to_out.0."),
+    ("self_attn.norm_q.", "attn1.norm_q."),
+    ("self_attn.norm_k.", "attn1.norm_k."),
+    ("cross_attn.q.", "attn2.to_q."),
+    ("cross_attn.k.", "attn2.to_k."),
+    ("cross_attn.v.", "attn2.to_v."),
+    ("cross_attn.o.", "attn2.to_out.0."),
+    ("cross_attn.norm_q.", "attn2.norm_q."),
+    ("cross_attn.norm_k.", "attn2.norm_k."),
+    ("cross_attn.k_img.", "attn2.add_k_proj."),
+    ("cross_attn.v_img.", "attn2.add_v_proj."),
+    ("cross_attn.norm_k_img.", "attn2.norm_added_k."),
+    # The cross-attention norm is norm3 in Wan and norm2 in diffusers.
+    ("norm3.", "norm2."),
+    ("ffn.0.", "ffn.net.0.proj."),
+    ("ffn.2.", "ffn.net.2."),
+    ("modulation", "scale_shift_table"),
+]
+
+_TOP_RENAMES = [
+    ("text_embedding.0.", "condition_embedder.text_embedder.linear_1."),
+    ("text_embedding.2.", "condition_embedder.text_embedder.linear_2."),
+    ("time_embedding.0.", "condition_embedder.time_embedder.linear_1."),
+    ("time_embedding.2.", "condition_embedder.time_embedder.linear_2."),
+    ("time_projection.1.", "condition_embedder.time_proj."),
+    ("img_emb.proj.0.", "condition_embedder.image_embedder.norm1."),
+    ("img_emb.proj.1.", "condition_embedder.image_embedder.ff.net.0.proj."),
+    ("img_emb.proj.3.", "condition_embedder.image_embedder.ff.net.2."),
+    ("img_emb.proj.4.", "condition_embedder.image_embedder.norm2."),
+    ("img_emb.emb_pos", "condition_embedder.image_embedder.pos_embed"),
+    ("head.head.", "proj_out."),
+    ("head.modulation", "scale_shift_table"),
+    ("patch_embedding.", "patch_embedding."),
+]
+
+_KNOWN_PREFIXES = (
+    "model.diffusion_model.",
+    "diffusion_model.",
+    "_fsdp_wrapped_module.",
+    "_orig_mod.",
+    "module.",
+    "model.",
+    "transformer.",
+)
+
+_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.*)$")
+
+
+def strip_prefixes(state_dict: Mapping[str, T]) -> dict[str, T]:
+    """Removes wrapper prefixes shared by the transformer's keys (repeatedly: `model._orig_mod.` too)."""
+    result = dict(state_dict)
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _KNOWN_PREFIXES:
+            owned = [k for k in result if k.startswith(prefix)]
+            if owned and any(_looks_like_transformer(k[len(prefix):]) for k in owned):
+                result = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in result.items()}
+                changed = True
+    return result
+
+
+def _looks_like_transformer(key: str) -> bool:
+    return key.startswith(("blocks.", "patch_embedding.", "head.", "proj_out.", "condition_embedder."))
+
+
+def detect_scheme(keys) -> str:
+    """'wan' or 'diffusers', from keys without prefixes."""
+    keys = list(keys)
+    if any(k.startswith("condition_embedder.") or ".attn1." in k or k.startswith("proj_out.") for k in keys):
+        return "diffusers"
+    if any(k.startswith(("text_embedding.", "time_embedding.", "head.head.")) or ".self_attn." in k for k in keys):
+        return "wan"
+    raise ValueError(
+        "these weights are not a Wan 2.1 transformer in any known naming "
+        f"(first keys: {sorted(keys)[:5]})"
+    )
+
+
+def _rename(key: str, renames, to_diffusers: bool) -> str | None:
+    for canonical, diffusers in renames:
+        source, target = (canonical, diffusers) if to_diffusers else (diffusers, canonical)
+        if key == source or (source.endswith(".") and key.startswith(source)):
+            return target + key[len(source):]
+    return None
+
+
+def _convert_key(key: str, to_diffusers: bool) -> str | None:
+    match = _BLOCK_KEY.match(key)
+    if match:
+        renamed = _rename(match.group(2), _BLOCK_RENAMES, to_diffusers)
+        return None if renamed is None else f"blocks.{match.group(1)}.{renamed}"
+    return _rename(key, _TOP_RENAMES, to_diffusers)
+
+
+def _convert(state_dict: Mapping[str, T], to_diffusers: bool) -> dict[str, T]:
+    converted, unknown = {}, []
+    for key, value in state_dict.items():
+        if key.startswith(TRACK_ENCODER_PREFIX):
+            converted[key] = value
+            continue
+        new_key = _convert_key(key, to_diffusers)
+        if new_key is None:
+            unknown.append(key)
+        else:
+            converted[new_key] = value
+    if unknown:
+        source = "Wan" if to_diffusers else "diffusers"
+        raise ValueError(f"unexpected keys for the {source} naming: {_preview(unknown)}")
+    return converted
+
+
+def diffusers_to_wan(state_dict: Mapping[str, T]) -> dict[str, T]:
+    return _convert(state_dict, to_diffusers=False)
+
+
+def wan_to_diffusers(state_dict: Mapping[str, T]) -> dict[str, T]:
+    return _convert(state_dict, to_diffusers=True)
+
+
+def to_canonical(state_dict: Mapping[str, T]) -> dict[str, T]:
+    """Any known scheme, with or without prefixes -> canonical Wan names (track encoder keys kept)."""
+    stripped = strip_prefixes(state_dict)
+    transformer_keys = [k for k in stripped if not k.startswith(TRACK_ENCODER_PREFIX)]
+    if detect_scheme(transformer_keys) == "diffusers":
+        return diffusers_to_wan(stripped)
+    return stripped
+
+
+def split_track_encoder(state_dict: Mapping[str, T]) -> tuple[dict[str, T], dict[str, T]]:
+    """(transformer weights, track encoder weights with their `track_encoder.` prefix)."""
+    transformer = {k: v for k, v in state_dict.items() if not k.startswith(TRACK_ENCODER_PREFIX)}
+    track = {k: v for k, v in state_dict.items() if k.startswith(TRACK_ENCODER_PREFIX)}
+    return transformer, track
+
+
+def _preview(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... ({len(keys) - limit} more)" if len(keys) > limit else "")

@@ -1,0 +1,40 @@
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACK_MODULE = "comfyui_motionstream"
+
+
+def _fixtures_dir() -> Path:
+    override = os.environ.get("MOTIONSTREAM_FIXTURES")
+    return Path(override) if override else REPO_ROOT.parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    path = _fixtures_dir()
+    if not path.is_dir():
+        pytest.fail(f"golden fixtures not found at {path} (set MOTIONSTREAM_FIXTURES)")
+    return path
+
+
+def load_pack():
+    """Import the repository root as the ComfyUI custom-node package it is when installed."""
+    if PACK_MODULE in sys.modules:
+        return sys.modules[PACK_MODULE]
+    spec = importlib.util.spec_from_file_location(
+        PACK_MODULE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return load_pack()
