@@ -57,35 +57,30 @@ _TOP_RENAMES = [
     ("patch_embedding.", "patch_embedding."),
 ]
 
-_KNOWN_PREFIXES = (
-    "model.diffusion_model.",
-    "diffusion_model.",
-    "_fsdp_wrapped_module.",
-    "_orig_mod.",
-    "module.",
-    "model.",
-    "transformer.",
+# Wrapper segments that checkpoints put in front of the transformer's own names.
+_WRAPPER_PREFIX = re.compile(
+    r"^(?:(?:model|diffusion_model|_orig_mod|module|_fsdp_wrapped_module|_checkpoint_wrapped_module|transformer)\.)+"
 )
 
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.*)$")
 
 
 def strip_prefixes(state_dict: Mapping[str, T]) -> dict[str, T]:
-    """Removes wrapper prefixes shared by the transformer's keys (repeatedly: `model._orig_mod.` too)."""
-    result = dict(state_dict)
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _KNOWN_PREFIXES:
-            owned = [k for k in result if k.startswith(prefix)]
-            if owned and any(_looks_like_transformer(k[len(prefix):]) for k in owned):
-                result = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in result.items()}
-                changed = True
+    """Removes wrapper prefixes (`model.`, `model.diffusion_model.`, `model._orig_mod.`, ...) from model keys."""
+    result = {}
+    for key, value in state_dict.items():
+        match = _WRAPPER_PREFIX.match(key)
+        if match and _is_model_key(key[match.end():]):
+            key = key[match.end():]
+        result[key] = value
     return result
 
 
-def _looks_like_transformer(key: str) -> bool:
-    return key.startswith(("blocks.", "patch_embedding.", "head.", "proj_out.", "condition_embedder."))
+def _is_model_key(key: str) -> bool:
+    return key.startswith((
+        "blocks.", "patch_embedding.", "head.", "proj_out.", "condition_embedder.", "text_embedding.",
+        "time_embedding.", "time_projection.", "img_emb.", "scale_shift_table", TRACK_ENCODER_PREFIX,
+    ))
 
 
 def detect_scheme(keys) -> str:

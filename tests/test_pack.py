@@ -1,0 +1,89 @@
+"""The pack imports as ComfyUI would import it, and its nodes follow the classic node contract."""
+
+import ast
+from pathlib import Path
+
+import torch
+
+from conftest import REPO_ROOT
+from motionstream_core import save_state_dict
+from tiny_models import random_dit, tiny_config
+
+VALID_WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def test_entry_point_exports(pack):
+    assert pack.WEB_DIRECTORY == "./js"
+    assert (REPO_ROOT / "js").is_dir()
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    assert pack.NODE_CLASS_MAPPINGS
+
+
+def test_every_node_follows_the_contract(pack):
+    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+        inputs = cls.INPUT_TYPES()
+        assert set(inputs) <= {"required", "optional", "hidden"}, name
+        for section in ("required", "optional"):
+            for input_name, spec in inputs.get(section, {}).items():
+                kind = spec[0]
+                assert isinstance(kind, (str, list, tuple)), (name, input_name)
+                if len(spec) > 1:
+                    assert isinstance(spec[1], dict), (name, input_name)
+        assert isinstance(cls.RETURN_TYPES, tuple) and all(isinstance(t, str) for t in cls.RETURN_TYPES)
+        if hasattr(cls, "RETURN_NAMES"):
+            assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
+        assert callable(getattr(cls, cls.FUNCTION)), name
+        assert cls.CATEGORY.startswith("MotionStream"), name
+
+
+def test_core_never_imports_comfyui():
+    forbidden = {"comfy", "folder_paths", "server", "nodes", "execution", "comfy_extras"}
+    for path in (REPO_ROOT / "motionstream_core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+
+
+def test_model_loader_runs_without_the_host(pack, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTIONSTREAM_MODELS_DIR", str(tmp_path))
+    model = random_dit(tiny_config(dim=256, num_heads=2, ffn_dim=64))
+    save_state_dict(model.state_dict(), tmp_path / "diffusion_models" / "tiny.safetensors", scheme="diffusers")
+    loader = pack.NODE_CLASS_MAPPINGS["MotionStreamModelLoader"]
+    assert "tiny.safetensors" in loader.INPUT_TYPES()["required"]["model_name"][0]
+    (loaded,) = loader().load("tiny.safetensors", "fp32")
+    assert loaded.dit.config.num_layers == 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.dit.state_dict()[key], value), key
+
+
+def test_pack_imports_its_bundled_core_when_not_installed(tmp_path):
+    """As in a ComfyUI custom_nodes clone: nothing pip-installed, pack folder not on sys.path."""
+    import subprocess
+    import sys
+
+    script = f"""
+import importlib.abc, importlib.util, sys
+class HideInstalledCore(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "motionstream_core":
+            raise ImportError("not installed")
+sys.meta_path.insert(0, HideInstalledCore())
+spec = importlib.util.spec_from_file_location(
+    "ComfyUI-MotionStream", {str(REPO_ROOT / '__init__.py')!r}, submodule_search_locations=[{str(REPO_ROOT)!r}])
+pack = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = pack
+spec.loader.exec_module(pack)
+import motionstream_core
+assert motionstream_core.__file__.startswith({str(REPO_ROOT)!r})
+assert "nodes" not in sys.modules, "the pack must not shadow ComfyUI's top-level nodes module"
+print(sorted(pack.NODE_CLASS_MAPPINGS))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "MotionStreamModelLoader" in result.stdout

@@ -1,0 +1,214 @@
+"""Every public key scheme loads into the same model, and bad files fail with errors that say why."""
+
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from motionstream_core import WanConfig, WeightsError, build_dit, load_dit, read_state_dict, save_state_dict
+from motionstream_core.key_schemes import detect_scheme, diffusers_to_wan, to_canonical, wan_to_diffusers
+from tiny_models import random_dit, tiny_config
+
+# Head count cannot be read off weights; Wan uses 128-dim heads, so tiny test models do too.
+CONFIG = tiny_config(dim=256, num_heads=2, ffn_dim=64)
+I2V_CONFIG = tiny_config(dim=256, num_heads=2, ffn_dim=64, image_dim=40)
+
+
+@pytest.fixture(params=["t2v", "i2v"])
+def model(request):
+    return random_dit(CONFIG if request.param == "t2v" else I2V_CONFIG)
+
+
+def _cloned(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=0, msg=key)
+
+
+def test_config_is_read_off_the_weights(model):
+    derived = WanConfig.from_state_dict(model.state_dict())
+    assert derived.dim == 256 and derived.num_heads == 2 and derived.num_layers == 2
+    assert derived.ffn_dim == 64 and derived.in_channels == 8 and derived.text_dim == 24
+    assert derived.image_dim == model.config.image_dim
+    assert derived.is_image_to_video == model.config.is_image_to_video
+
+
+def test_diffusers_round_trip(model):
+    original = _cloned(model)
+    diffusers_keys = wan_to_diffusers(original)
+    assert detect_scheme(diffusers_keys) == "diffusers"
+    assert any(".attn1.to_q." in k for k in diffusers_keys)
+    if model.config.is_image_to_video:
+        assert "blocks.0.attn2.add_k_proj.weight" in diffusers_keys
+    # Wan's cross-attention norm3 is diffusers' norm2.
+    assert torch.equal(diffusers_keys["blocks.0.norm2.weight"], original["blocks.0.norm3.weight"])
+    back = diffusers_to_wan(diffusers_keys)
+    assert back.keys() == original.keys()
+    for key in original:
+        assert back[key] is original[key]
+
+
+@pytest.mark.parametrize("prefix", ["", "model.", "model.diffusion_model.", "diffusion_model.", "model._orig_mod."])
+@pytest.mark.parametrize("scheme", ["wan", "diffusers"])
+def test_every_scheme_and_prefix_loads_the_same_model(model, tmp_path, prefix, scheme):
+    path = tmp_path / "weights.safetensors"
+    save_state_dict(_cloned(model), path, scheme=scheme)
+    prefixed = {prefix + k: v for k, v in read_state_dict(path).items()}
+    loaded, track = build_dit(prefixed, dtype=torch.float32)
+    assert track == {}
+    _same_weights(model, loaded)
+
+
+def test_pt_checkpoint_prefers_generator_ema(tmp_path):
+    model = random_dit(CONFIG, seed=1)
+    other = random_dit(CONFIG, seed=2)
+    path = tmp_path / "self_forcing.pt"
+    torch.save(
+        {
+            "generator": {"model." + k: v for k, v in other.state_dict().items()},
+            "generator_ema": {"model." + k: v for k, v in model.state_dict().items()},
+            "step": 1200,
+        },
+        path,
+    )
+    loaded, _ = load_dit(path, dtype=torch.float32)
+    _same_weights(model, loaded)
+    torch.save({"generator": {"model." + k: v for k, v in other.state_dict().items()}}, path)
+    _same_weights(other, load_dit(path, dtype=torch.float32)[0])
+
+
+def test_sharded_diffusers_directory_with_config(tmp_path):
+    model = random_dit(I2V_CONFIG)
+    diffusers_keys = wan_to_diffusers(_cloned(model))
+    directory = tmp_path / "transformer"
+    directory.mkdir()
+    keys = sorted(diffusers_keys)
+    shards = {"shard-1.safetensors": keys[: len(keys) // 2], "shard-2.safetensors": keys[len(keys) // 2 :]}
+    for name, shard_keys in shards.items():
+        save_file({k: diffusers_keys[k].contiguous() for k in shard_keys}, directory / name)
+    weight_map = {k: name for name, shard_keys in shards.items() for k in shard_keys}
+    (directory / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (directory / "config.json").write_text(json.dumps(model.config.to_diffusers_config()))
+    loaded, _ = load_dit(tmp_path, dtype=torch.float32)  # the pipeline folder above transformer/
+    _same_weights(model, loaded)
+    assert loaded.config.image_dim == 40
+
+
+def test_track_encoder_weights_are_kept_aside(tmp_path):
+    model = random_dit(CONFIG)
+    state = wan_to_diffusers(_cloned(model))
+    state["track_encoder.temporal_conv.weight"] = torch.randn(16, 64, 4, 1, 1)
+    state["track_encoder.proj.weight"] = torch.randn(16, 16, 1, 1, 1)
+    loaded, track = build_dit(state, dtype=torch.float32)
+    _same_weights(model, loaded)
+    assert sorted(track) == ["track_encoder.proj.weight", "track_encoder.temporal_conv.weight"]
+
+
+def test_loading_assigns_tensors_instead_of_copying():
+    state = _cloned(random_dit(CONFIG))
+    pointers = {k: v.data_ptr() for k, v in state.items()}
+    loaded, _ = build_dit(state, dtype=torch.float32)
+    assert state == {}, "the caller's dict is consumed so no second reference keeps memory alive"
+    for key, parameter in loaded.state_dict().items():
+        assert parameter.data_ptr() == pointers[key], key
+
+
+def test_dtype_is_taken_from_the_file_or_chosen(tmp_path):
+    model = random_dit(CONFIG)
+    path = tmp_path / "half.safetensors"
+    save_state_dict({k: v.half() for k, v in model.state_dict().items()}, path)
+    assert load_dit(path)[0].dtype == torch.float16
+    assert load_dit(path, dtype=torch.bfloat16)[0].dtype == torch.bfloat16
+
+
+def test_scaled_fp8_is_dequantised(tmp_path):
+    model = random_dit(CONFIG)
+    state = _cloned(model)
+    quantised = {}
+    for key, value in state.items():
+        if key.endswith(".weight") and value.ndim == 2:
+            scale = value.abs().max() / 448.0
+            quantised[key] = (value / scale).to(torch.float8_e4m3fn)
+            quantised[key[: -len("weight")] + "scale_weight"] = scale.reshape(1)
+        else:
+            quantised[key] = value
+    quantised["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    path = tmp_path / "fp8.safetensors"
+    save_file(quantised, path)
+    loaded, _ = load_dit(path, dtype=torch.float32)
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, state[key], rtol=0.07, atol=1e-3, msg=key)
+
+
+def test_unknown_quantisation_is_refused_with_a_clear_message():
+    state = _cloned(random_dit(CONFIG))
+    state["blocks.0.ffn.0.weight_scale_2"] = torch.ones(1)
+    with pytest.raises(WeightsError, match="quantisation format"):
+        build_dit(state)
+
+
+def test_truncated_safetensors(tmp_path):
+    path = tmp_path / "cut.safetensors"
+    save_state_dict(_cloned(random_dit(CONFIG)), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        load_dit(path)
+    path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{nonsense")
+    with pytest.raises(WeightsError, match="cut.safetensors"):
+        load_dit(path)
+
+
+def test_wrong_shapes_are_named():
+    state = _cloned(random_dit(CONFIG))
+    state["blocks.1.ffn.2.weight"] = torch.zeros(256, 65)
+    with pytest.raises(WeightsError, match=r"wrongly shaped keys: blocks\.1\.ffn\.2\.weight \(file \(256, 65\), model \(256, 64\)\)"):
+        build_dit(state, config=CONFIG)
+
+
+def test_missing_and_unexpected_keys_are_named():
+    state = _cloned(random_dit(CONFIG))
+    del state["blocks.1.self_attn.q.bias"]
+    state["blocks.1.self_attn.extra"] = torch.zeros(1)
+    with pytest.raises(WeightsError) as error:
+        build_dit(state, config=CONFIG)
+    assert "missing keys: blocks.1.self_attn.q.bias" in str(error.value)
+
+
+def test_a_pickle_with_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    raw = tmp_path / "evil.pt"
+    with open(raw, "wb") as handle:
+        pickle.dump({"generator": Payload()}, handle, protocol=2)
+    zipped = tmp_path / "evil.pth"
+    torch.save({"generator": Payload()}, zipped)
+    for path in (raw, zipped):
+        with pytest.raises(WeightsError, match="weights_only=True"):
+            load_dit(path)
+
+
+def test_not_a_wan_model():
+    with pytest.raises(WeightsError, match="not a Wan 2.1 transformer"):
+        build_dit({"encoder.layer.0.weight": torch.zeros(2, 2)})
+
+
+def test_atomic_save_leaves_no_partial_file(tmp_path):
+    path = tmp_path / "out.safetensors"
+    with pytest.raises(Exception):
+        save_state_dict({"a": torch.zeros(2), "b": "not a tensor"}, path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_to_canonical_is_idempotent(model):
+    state = _cloned(model)
+    assert to_canonical(to_canonical(state)).keys() == state.keys()
