@@ -168,7 +168,8 @@ def dequantize(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[
     return state_dict
 
 
-def _check_fits(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+def check_fits(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raises WeightsError naming every missing, unexpected and wrongly shaped key."""
     expected = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -216,7 +217,7 @@ def build_dit(
             raise WeightsError(str(error)) from error
     with torch.device("meta"):
         model = WanDiT(config)
-    _check_fits(model, transformer)
+    check_fits(model, transformer)
     for key in list(transformer):
         transformer[key] = transformer[key].to(device=device, dtype=dtype)
     model.load_state_dict(transformer, strict=True, assign=True)

@@ -139,3 +139,8 @@ def test_wan_to_diffusers_loads_into_diffusers():
     reference = diffusers.WanTransformer3DModel(**config)
     result = reference.load_state_dict(wan_to_diffusers(model.state_dict()), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
+
+
+def test_rope_split_for_128_dim_heads():
+    assert WanConfig().rope_dims() == (44, 42, 42)
+    assert WanConfig().head_dim == 128
