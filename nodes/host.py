@@ -82,6 +82,17 @@ def model_files(folder: str) -> list[str]:
     )
 
 
+def input_path(name: str) -> str:
+    """A user file: absolute, or relative to ComfyUI's input folder (the working directory without ComfyUI)."""
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        base = Path(_folder_paths.get_input_directory()) if _folder_paths is not None else Path.cwd()
+        path = base / path
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    return str(path)
+
+
 def model_path(folder: str, name: str) -> str:
     if _folder_paths is not None:
         return _folder_paths.get_full_path_or_raise(folder, name)

@@ -1,0 +1,186 @@
+"""Track nodes: the drawing editor, importers for other packs' formats, and a preview overlay."""
+
+from __future__ import annotations
+
+import torch
+
+from motionstream_core.track_formats import (
+    load_cotracker_tracks,
+    load_wan_move_tracks,
+    tracks_from_ati_json,
+    tracks_from_spline_editor,
+    tracks_from_widget_json,
+)
+from motionstream_core.tracks import TrackSet
+
+from . import host
+
+CATEGORY = "MotionStream/tracks"
+EMPTY_WIDGET_JSON = '{"format": "motionstream-tracks", "version": 1, "width": 832, "height": 480, "fps": 16, "tracks": []}'
+
+
+def _frame_inputs(default_fps: float = 16.0):
+    return {
+        "width": ("INT", {"default": 832, "min": 16, "max": 16384, "step": 16}),
+        "height": ("INT", {"default": 480, "min": 16, "max": 16384, "step": 16}),
+        "fps": ("FLOAT", {"default": default_fps, "min": 1.0, "max": 240.0, "step": 1.0}),
+    }
+
+
+class MotionStreamTrackEditor:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "tracks_json": ("STRING", {"default": EMPTY_WIDGET_JSON, "multiline": True,
+                                            "tooltip": "Edited by the canvas: drag to draw a track, shift-click for an anchor."}),
+            },
+            "optional": {"image": ("IMAGE", {"tooltip": "Shown under the canvas; its size becomes the frame size."})},
+        }
+
+    RETURN_TYPES = ("TRACKS",)
+    RETURN_NAMES = ("tracks",)
+    FUNCTION = "build"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Draw point trajectories on an image; outputs ComfyUI's TRACKS."
+
+    def build(self, tracks_json, image=None):
+        tracks = tracks_from_widget_json(tracks_json)
+        if image is not None:
+            tracks = _rescaled(tracks, width=image.shape[2], height=image.shape[1])
+        return (tracks.to_comfy_tracks(),)
+
+
+def _rescaled(tracks: TrackSet, width: int, height: int) -> TrackSet:
+    from motionstream_core.track_geometry import rescale_tracks
+
+    return tracks if (tracks.width, tracks.height) == (width, height) else rescale_tracks(tracks, width, height)
+
+
+class MotionStreamTracksFromCoordinates:
+    """KJNodes SplineEditor `coord_str` or ATI / WanTrackToVideo JSON."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "coordinates": ("STRING", {"forceInput": True}),
+                "format": (["KJNodes SplineEditor", "ATI / WanTrackToVideo"],),
+                **_frame_inputs(),
+            }
+        }
+
+    RETURN_TYPES = ("TRACKS",)
+    RETURN_NAMES = ("tracks",)
+    FUNCTION = "convert"
+    CATEGORY = CATEGORY
+
+    def convert(self, coordinates, format, width, height, fps):
+        if format == "KJNodes SplineEditor":
+            tracks = tracks_from_spline_editor(coordinates, width=width, height=height, fps=fps)
+        else:
+            tracks = tracks_from_ati_json(coordinates, width=width, height=height)
+        return (tracks.to_comfy_tracks(),)
+
+
+class MotionStreamLoadTracksFile:
+    """Motion transfer: tracks from a point tracker (CoTracker .npz/.npy/.pt) or a Wan-Move .npy pair."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "path": ("STRING", {"default": "", "tooltip": "Relative to ComfyUI's input folder, or absolute."}),
+                "format": (["CoTracker", "Wan-Move"],),
+                **_frame_inputs(),
+            },
+            "optional": {
+                "visibility_path": ("STRING", {"default": "", "tooltip": "Wan-Move *_visibility.npy, or a CoTracker visibility file."}),
+            },
+        }
+
+    RETURN_TYPES = ("TRACKS",)
+    RETURN_NAMES = ("tracks",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, path, format, width, height, fps, visibility_path=""):
+        path = host.input_path(path)
+        visibility = host.input_path(visibility_path) if visibility_path else None
+        if format == "CoTracker":
+            tracks = load_cotracker_tracks(path, width=width, height=height, fps=fps, visibility_path=visibility)
+        else:
+            if visibility is None:
+                raise ValueError("Wan-Move tracks need their *_visibility.npy file (visibility_path)")
+            tracks = load_wan_move_tracks(path, visibility, width=width, height=height, fps=fps)
+        return (tracks.to_comfy_tracks(),)
+
+
+def _track_colors(track_ids: torch.Tensor) -> torch.Tensor:
+    """A distinct, stable colour per track id (golden-ratio hues), [N, 3] in 0..1."""
+    hue = (track_ids.double() * 0.6180339887) % 1.0
+    channel_offsets = torch.tensor([0.0, 1 / 3, 2 / 3], dtype=torch.float64)
+    rgb = 0.5 + 0.5 * torch.cos(2 * torch.pi * (hue[:, None] + channel_offsets[None, :]))
+    return rgb.float()
+
+
+def draw_tracks(frames: torch.Tensor, tracks: TrackSet, radius: int = 4, tail: int = 8) -> torch.Tensor:
+    """frames [T, H, W, 3] in 0..1 with each visible point drawn as a dot and its recent path as a fading tail."""
+    out = frames.clone()
+    count, height, width, _ = out.shape
+    scale_x, scale_y = width / tracks.width, height / tracks.height
+    colors = _track_colors(tracks.track_ids)
+    rows = torch.arange(height, dtype=torch.float32)[:, None]
+    cols = torch.arange(width, dtype=torch.float32)[None, :]
+    for frame in range(count):
+        source = min(frame, tracks.num_frames - 1)
+        for age in range(tail, -1, -1):
+            past = source - age
+            if past < 0:
+                continue
+            dot = radius if age == 0 else max(1, radius // 2)
+            strength = 1.0 if age == 0 else 0.6 * (1 - age / (tail + 1))
+            visible = tracks.visibility[past].nonzero().flatten()
+            for track in visible.tolist():
+                x, y = tracks.points[past, track].tolist()
+                disk = ((cols - x * scale_x) ** 2 + (rows - y * scale_y) ** 2) <= dot * dot
+                out[frame][disk] = out[frame][disk] * (1 - strength) + colors[track] * strength
+    return out
+
+
+class MotionStreamDrawTracks:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "tracks": ("TRACKS",),
+                "radius": ("INT", {"default": 4, "min": 1, "max": 64}),
+                "tail": ("INT", {"default": 8, "min": 0, "max": 64, "tooltip": "How many past frames of each path to show."}),
+            }
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "draw"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Draws tracks over frames (a single image is repeated for every track frame) to check them."
+
+    def draw(self, images, tracks, radius, tail):
+        track_set = TrackSet.from_comfy_tracks(tracks, width=images.shape[2], height=images.shape[1])
+        if images.shape[0] == 1:
+            images = images.expand(track_set.num_frames, -1, -1, -1)
+        return (draw_tracks(images[..., :3].float(), track_set, radius, tail),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "MotionStreamTrackEditor": MotionStreamTrackEditor,
+    "MotionStreamTracksFromCoordinates": MotionStreamTracksFromCoordinates,
+    "MotionStreamLoadTracksFile": MotionStreamLoadTracksFile,
+    "MotionStreamDrawTracks": MotionStreamDrawTracks,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "MotionStreamTrackEditor": "MotionStream Track Editor",
+    "MotionStreamTracksFromCoordinates": "MotionStream Tracks from Coordinates",
+    "MotionStreamLoadTracksFile": "MotionStream Load Tracks File",
+    "MotionStreamDrawTracks": "MotionStream Draw Tracks",
+}
