@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from motionstream_core.track_formats import (
@@ -16,7 +18,6 @@ from motionstream_core.tracks import TrackSet
 from . import host
 
 CATEGORY = "MotionStream/tracks"
-EMPTY_WIDGET_JSON = '{"format": "motionstream-tracks", "version": 1, "width": 832, "height": 480, "fps": 16, "tracks": []}'
 
 
 def _frame_inputs(default_fps: float = 16.0):
@@ -32,7 +33,8 @@ class MotionStreamTrackEditor:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "tracks_json": ("STRING", {"default": EMPTY_WIDGET_JSON, "multiline": True,
+                # Single-line on purpose: the canvas widget hides it and writes every edit into it.
+                "tracks_json": ("STRING", {"default": "", "multiline": False,
                                             "tooltip": "Edited by the canvas: drag to draw a track, shift-click for an anchor."}),
             },
             "optional": {"image": ("IMAGE", {"tooltip": "Shown under the canvas; its size becomes the frame size."})},
@@ -45,6 +47,8 @@ class MotionStreamTrackEditor:
     DESCRIPTION = "Draw point trajectories on an image; outputs ComfyUI's TRACKS."
 
     def build(self, tracks_json, image=None):
+        if not tracks_json.strip() or not json.loads(tracks_json).get("tracks"):
+            raise ValueError("the track editor has no tracks: drag on the image to draw one (or disconnect the editor)")
         tracks = tracks_from_widget_json(tracks_json)
         if image is not None:
             tracks = _rescaled(tracks, width=image.shape[2], height=image.shape[1])

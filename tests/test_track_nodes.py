@@ -34,6 +34,12 @@ def test_editor_scales_to_the_connected_image(nodes):
     torch.testing.assert_close(tracks["track_path"][-1, 0], torch.tensor([360.0, 100.0]))
 
 
+def test_empty_editor_says_what_to_do(nodes):
+    for empty in ("", json.dumps({**WIDGET, "tracks": []})):
+        with pytest.raises(ValueError, match="no tracks"):
+            nodes["MotionStreamTrackEditor"]().build(empty)
+
+
 def test_editor_rejects_garbage_with_a_clear_error(nodes):
     with pytest.raises(ValueError):
         nodes["MotionStreamTrackEditor"]().build('{"format": "motionstream-tracks", "version": 99}')

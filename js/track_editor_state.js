@@ -1,0 +1,628 @@
+// State model of the MotionStream track editor: tracks, anchors, selection, undo/redo and the
+// `motionstream-tracks` widget JSON. Pure module (no DOM, no ComfyUI) so node can unit-test it.
+// The schema and its rules are those of motionstream_core/track_formats.py.
+
+export const WIDGET_FORMAT = "motionstream-tracks";
+export const WIDGET_VERSION = 1;
+export const DEFAULT_CLIP = Object.freeze({ width: 832, height: 480, fps: 16, duration: 5 });
+export const MAX_TRACK_ID = 2 ** 24 - 1;
+export const MAX_TRACKS = 10_000;
+export const MAX_FRAMES = 10_000;
+export const MAX_TRACK_POINTS = 2 ** 24;
+export const MAX_FRAME_SIZE = 16_384;
+export const MAX_FPS = 1000;
+// Points may leave the frame by one frame size.
+export const MIN_COORDINATE = -1;
+export const MAX_COORDINATE = 2;
+// Keyframes closer than this are merged; keeps times distinct after rounding to 4 decimals.
+export const MIN_KEYFRAME_GAP = 0.001;
+export const DEFAULT_HISTORY_LIMIT = 100;
+// Largest deviation (normalised units) allowed when a drag is reduced to keyframes.
+export const DEFAULT_SIMPLIFY_TOLERANCE = 0.004;
+
+const DECIMALS = 4;
+const SAME_TIME_EPSILON = 1e-6;
+
+export function roundValue(value) {
+  const scale = 10 ** DECIMALS;
+  return Math.round(value * scale) / scale + 0; // + 0 turns -0 into 0
+}
+
+function clampCoordinate(value) {
+  return Math.min(MAX_COORDINATE, Math.max(MIN_COORDINATE, value));
+}
+
+function makeKeyframe(t, x, y, visible = true) {
+  const keyframe = { t: roundValue(t), x: roundValue(clampCoordinate(x)), y: roundValue(clampCoordinate(y)) };
+  if (visible === false) keyframe.visible = false;
+  return Object.freeze(keyframe);
+}
+
+function makeTrack(id, isStatic, keyframes) {
+  return Object.freeze({ id, static: isStatic, keyframes: Object.freeze(keyframes) });
+}
+
+function checkKeyframeGaps(keyframes, trackId) {
+  for (let index = 1; index < keyframes.length; index += 1) {
+    if (keyframes[index].t - keyframes[index - 1].t < MIN_KEYFRAME_GAP - SAME_TIME_EPSILON) {
+      throw new Error(`track ${trackId}: keyframes would be closer than ${MIN_KEYFRAME_GAP * 1000} ms`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Drag samples -> keyframes
+// ---------------------------------------------------------------------------
+
+// Distance of `point` from where the straight, constant-speed motion a -> b is at point.t,
+// which is exactly the error the importer's linear interpolation would make.
+function timedDeviation(point, a, b) {
+  const span = b.t - a.t;
+  const weight = span > 0 ? (point.t - a.t) / span : 0;
+  const x = a.x + (b.x - a.x) * weight;
+  const y = a.y + (b.y - a.y) * weight;
+  return Math.hypot(point.x - x, point.y - y);
+}
+
+/**
+ * Reduce timestamped samples ({t seconds, x, y}) to the fewest samples whose piecewise linear
+ * motion stays within `tolerance` of every sample (Douglas-Peucker on position at time t).
+ */
+export function simplifySamples(samples, tolerance = DEFAULT_SIMPLIFY_TOLERANCE) {
+  if (samples.length <= 2) return samples.slice();
+  const keep = new Array(samples.length).fill(false);
+  keep[0] = keep[samples.length - 1] = true;
+  const pending = [[0, samples.length - 1]];
+  while (pending.length) {
+    const [first, last] = pending.pop();
+    let worstIndex = -1;
+    let worstDeviation = tolerance;
+    for (let index = first + 1; index < last; index += 1) {
+      const deviation = timedDeviation(samples[index], samples[first], samples[last]);
+      if (deviation > worstDeviation) {
+        worstDeviation = deviation;
+        worstIndex = index;
+      }
+    }
+    if (worstIndex >= 0) {
+      keep[worstIndex] = true;
+      pending.push([first, worstIndex], [worstIndex, last]);
+    }
+  }
+  return samples.filter((_, index) => keep[index]);
+}
+
+// Drop the hold before the pointer starts moving and the pause before it is released: they are
+// handling, not motion, and would keep the point still at the start or end of the track.
+function trimHolds(points, tolerance) {
+  const still = (point, reference) => Math.hypot(point.x - reference.x, point.y - reference.y) <= tolerance;
+  let first = 0;
+  while (first < points.length - 1 && still(points[first + 1], points[0])) first += 1;
+  let last = points.length - 1;
+  while (last > first + 1 && still(points[last - 1], points[points.length - 1])) last -= 1;
+  return points.slice(first, last + 1);
+}
+
+/**
+ * Keyframes of a drag: the drag's own pacing, stretched over [start, start + duration].
+ * A drag recorded too fast to have usable timestamps is paced evenly instead.
+ */
+export function keyframesFromDrag(samples, { start, duration, tolerance = DEFAULT_SIMPLIFY_TOLERANCE }) {
+  const finite = samples
+    .filter((sample) => [sample.t, sample.x, sample.y].every(Number.isFinite))
+    .map((sample) => ({ t: sample.t, x: sample.x, y: sample.y }));
+  if (finite.length < 2) throw new Error("a drag needs at least two pointer samples");
+  let points = trimHolds(finite, tolerance);
+  if (points.length < 2) points = [finite[0], finite[finite.length - 1]]; // the pointer never moved
+  if (!(Number.isFinite(start) && start >= 0)) throw new Error(`track start must be >= 0, got ${start}`);
+  if (!(Number.isFinite(duration) && duration >= MIN_KEYFRAME_GAP)) {
+    throw new Error(`track duration must be at least ${MIN_KEYFRAME_GAP} s, got ${duration}`);
+  }
+  const origin = points[0].t;
+  let span = points[points.length - 1].t - origin;
+  const monotonic = points.every((point, index) => index === 0 || point.t >= points[index - 1].t);
+  if (!monotonic || span < MIN_KEYFRAME_GAP) {
+    points.forEach((point, index) => (point.t = index));
+    span = points.length - 1;
+  } else {
+    points.forEach((point) => (point.t -= origin));
+  }
+  const simplified = simplifySamples(points, tolerance);
+  const scale = duration / span;
+  const keyframes = [];
+  for (const point of simplified) {
+    const keyframe = makeKeyframe(start + point.t * scale, point.x, point.y);
+    const previous = keyframes[keyframes.length - 1];
+    if (previous && keyframe.t - previous.t < MIN_KEYFRAME_GAP) {
+      if (keyframes.length === 1) continue; // keep the drag's start
+      keyframes.pop(); // the later sample wins so the drag's end is kept
+    }
+    keyframes.push(keyframe);
+  }
+  return keyframes;
+}
+
+/**
+ * Where a track is at time t, with the importer's rules: invisible before its first keyframe,
+ * linear in between (visibility of the earlier keyframe), after the last keyframe a moving track
+ * is invisible and a static one holds. Returns {x, y, visible} or null when not shown.
+ */
+export function positionAt(track, t) {
+  const keyframes = track.keyframes;
+  const first = keyframes[0];
+  const last = keyframes[keyframes.length - 1];
+  if (t < first.t - SAME_TIME_EPSILON) return null;
+  if (t > last.t + SAME_TIME_EPSILON) {
+    return track.static ? { x: last.x, y: last.y, visible: last.visible !== false } : null;
+  }
+  let index = 0;
+  while (index < keyframes.length - 1 && keyframes[index + 1].t <= t + SAME_TIME_EPSILON) index += 1;
+  const from = keyframes[index];
+  const to = keyframes[Math.min(index + 1, keyframes.length - 1)];
+  const weight = to.t > from.t ? Math.min(1, Math.max(0, (t - from.t) / (to.t - from.t))) : 0;
+  return {
+    x: from.x + (to.x - from.x) * weight,
+    y: from.y + (to.y - from.y) * weight,
+    visible: from.visible !== false,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Widget JSON validation
+// ---------------------------------------------------------------------------
+
+function describe(value) {
+  let text;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    text = String(value);
+  }
+  if (text === undefined) text = String(value);
+  return text.length <= 40 ? text : `${text.slice(0, 37)}...`;
+}
+
+function readNumber(value, what) {
+  if (typeof value !== "number") throw new Error(`${what} must be a number, got ${describe(value)}`);
+  if (!Number.isFinite(value)) throw new Error(`${what} must be finite, got ${value}`);
+  return value;
+}
+
+function readInteger(value, what, low, high) {
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw new Error(`${what} must be an integer, got ${describe(value)}`);
+  }
+  if (value < low || value > high) throw new Error(`${what} must be in [${low}, ${high}], got ${value}`);
+  return value;
+}
+
+function readBoolean(value, what) {
+  if (typeof value !== "boolean") throw new Error(`${what} must be true or false, got ${describe(value)}`);
+  return value;
+}
+
+function isPlainObject(value) {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function parseTrack(raw, index) {
+  if (!isPlainObject(raw)) throw new Error(`track ${index} must be an object, got ${describe(raw)}`);
+  const id = readInteger(raw.id, `id of track ${index}`, 0, MAX_TRACK_ID);
+  const isStatic = readBoolean(raw.static ?? false, `'static' of track ${id}`);
+  if (!Array.isArray(raw.keyframes) || raw.keyframes.length === 0) {
+    throw new Error(`track ${id} needs a non-empty 'keyframes' list`);
+  }
+  const keyframes = raw.keyframes.map((keyframe, number) => {
+    const where = `keyframe ${number} of track ${id}`;
+    if (!isPlainObject(keyframe)) throw new Error(`${where} must be an object, got ${describe(keyframe)}`);
+    const t = readNumber(keyframe.t, `'t' of ${where}`);
+    if (t < 0) throw new Error(`'t' of ${where} must not be negative, got ${t}`);
+    const x = readNumber(keyframe.x, `'x' of ${where}`);
+    const y = readNumber(keyframe.y, `'y' of ${where}`);
+    if ([x, y].some((value) => value < MIN_COORDINATE || value > MAX_COORDINATE)) {
+      throw new Error(
+        `${where} at (${x}, ${y}) lies far outside the frame; ` +
+          `normalised coordinates must be in [${MIN_COORDINATE}, ${MAX_COORDINATE}]`,
+      );
+    }
+    const visible = readBoolean(keyframe.visible ?? true, `'visible' of ${where}`);
+    return { t, x, y, visible };
+  });
+  keyframes.sort((a, b) => a.t - b.t);
+  for (let number = 1; number < keyframes.length; number += 1) {
+    if (keyframes[number].t - keyframes[number - 1].t < SAME_TIME_EPSILON) {
+      throw new Error(`track ${id} has two keyframes at the same time`);
+    }
+  }
+  if (isStatic && keyframes.some((keyframe) => keyframe.x !== keyframes[0].x || keyframe.y !== keyframes[0].y)) {
+    throw new Error(`static track ${id} must not move (all keyframes need the same x and y)`);
+  }
+  return { id, static: isStatic, keyframes };
+}
+
+/**
+ * Validate a widget document (JSON text or parsed object) and return
+ * {width, height, fps, duration, tracks}. Throws an Error naming the first problem.
+ * Unlike the Python importer an empty track list is accepted: it is what an empty editor holds.
+ */
+export function parseTracksDocument(source) {
+  let document = source;
+  if (typeof source === "string") {
+    if (!source.trim()) throw new Error("widget JSON is empty");
+    try {
+      document = JSON.parse(source);
+    } catch (error) {
+      throw new Error(`widget JSON is not valid JSON: ${error.message}`);
+    }
+  }
+  if (!isPlainObject(document)) throw new Error(`widget JSON must be an object, got ${describe(document)}`);
+  if (document.format !== WIDGET_FORMAT) {
+    throw new Error(`not a "${WIDGET_FORMAT}" document (format is ${describe(document.format)})`);
+  }
+  if (typeof document.version !== "number" || !Number.isInteger(document.version)) {
+    throw new Error(`widget JSON version must be an integer, got ${describe(document.version)}`);
+  }
+  if (document.version !== WIDGET_VERSION) {
+    throw new Error(`unsupported widget JSON version ${document.version} (this editor reads ${WIDGET_VERSION})`);
+  }
+  const width = readInteger(document.width, "width", 1, MAX_FRAME_SIZE);
+  const height = readInteger(document.height, "height", 1, MAX_FRAME_SIZE);
+  const fps = readNumber(document.fps ?? DEFAULT_CLIP.fps, "fps");
+  if (!(fps > 0 && fps <= MAX_FPS)) throw new Error(`fps must be in (0, ${MAX_FPS}], got ${fps}`);
+  if (!Array.isArray(document.tracks)) throw new Error(`'tracks' must be a list, got ${describe(document.tracks)}`);
+  if (document.tracks.length > MAX_TRACKS) {
+    throw new Error(`too many tracks: ${document.tracks.length} (the limit is ${MAX_TRACKS})`);
+  }
+  const tracks = document.tracks.map(parseTrack);
+  if (new Set(tracks.map((track) => track.id)).size !== tracks.length) throw new Error("track ids must be unique");
+
+  let duration;
+  if (document.duration === undefined || document.duration === null) {
+    const lastTimes = tracks.map((track) => track.keyframes[track.keyframes.length - 1].t);
+    duration = lastTimes.length ? Math.max(...lastTimes) : DEFAULT_CLIP.duration;
+  } else {
+    duration = readNumber(document.duration, "duration");
+    if (duration < 0) throw new Error(`duration must not be negative, got ${duration}`);
+  }
+  checkFrameBudget(duration, fps, tracks.length);
+  return { width, height, fps, duration, tracks };
+}
+
+function checkFrameBudget(duration, fps, trackCount) {
+  if (duration * fps >= MAX_FRAMES) {
+    throw new Error(`too many frames: ${duration} s at ${fps} fps (the limit is ${MAX_FRAMES})`);
+  }
+  const frames = Math.floor(duration * fps + 1e-6) + 1;
+  if (frames * trackCount > MAX_TRACK_POINTS) {
+    throw new Error(`${frames} frames x ${trackCount} tracks exceed the limit of ${MAX_TRACK_POINTS} points`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Editor state
+// ---------------------------------------------------------------------------
+
+/**
+ * Tracks and clip settings with undo/redo. Tracks and keyframes are frozen and replaced on every
+ * edit, so a history entry is just the previous arrays. Edits that pass the same `coalesce` key
+ * one after another (e.g. the pointer moves of one drag) form a single undo step.
+ */
+export class TrackEditorState {
+  #clip;
+  #tracks = Object.freeze([]);
+  #nextId = 0;
+  #selection = null;
+  #undoStack = [];
+  #redoStack = [];
+  #historyLimit;
+  #lastCoalesceKey = null;
+
+  constructor({ width, height, fps, duration, historyLimit = DEFAULT_HISTORY_LIMIT } = {}) {
+    this.#clip = Object.freeze(validateClip({ ...DEFAULT_CLIP }, { width, height, fps, duration }));
+    this.#historyLimit = historyLimit;
+  }
+
+  get clip() {
+    return this.#clip;
+  }
+
+  get tracks() {
+    return this.#tracks;
+  }
+
+  get selection() {
+    return this.#selection;
+  }
+
+  get canUndo() {
+    return this.#undoStack.length > 0;
+  }
+
+  get canRedo() {
+    return this.#redoStack.length > 0;
+  }
+
+  getTrack(trackId) {
+    return this.#tracks.find((track) => track.id === trackId) ?? null;
+  }
+
+  // --- selection (not part of the undo history) ---
+
+  select(trackId, keyframeIndex = null) {
+    const track = this.getTrack(trackId);
+    if (!track) throw new Error(`no track with id ${trackId}`);
+    if (keyframeIndex !== null && !(keyframeIndex >= 0 && keyframeIndex < track.keyframes.length)) {
+      throw new Error(`track ${trackId} has no keyframe ${keyframeIndex}`);
+    }
+    this.#selection = Object.freeze({ trackId, keyframeIndex });
+  }
+
+  clearSelection() {
+    this.#selection = null;
+  }
+
+  /** The selected keyframe (or the track's first one when only the track is selected). */
+  selectedKeyframe() {
+    const track = this.#selection && this.getTrack(this.#selection.trackId);
+    if (!track) return null;
+    const index = this.#selection.keyframeIndex ?? 0;
+    return { track, index, keyframe: track.keyframes[index] };
+  }
+
+  // --- edits ---
+
+  /** Add a moving track from pointer samples [{t seconds, x, y}]; it spans the rest of the clip by default. */
+  addTrackFromDrag(samples, { start = 0, duration, tolerance } = {}) {
+    const length = duration ?? this.#clip.duration - start;
+    const keyframes = keyframesFromDrag(samples, { start, duration: length, tolerance });
+    return this.#addTrack(false, keyframes);
+  }
+
+  /** Add a static anchor pinning the point (x, y) from `start` to the end of the clip. */
+  addAnchor(x, y, { start = 0 } = {}) {
+    if (![x, y, start].every(Number.isFinite) || start < 0) throw new Error("an anchor needs finite x, y and start >= 0");
+    return this.#addTrack(true, [makeKeyframe(start, x, y)]);
+  }
+
+  /** Shift a whole track; the shift is limited so that no keyframe leaves the allowed range. */
+  moveTrack(trackId, dx, dy, { coalesce = null } = {}) {
+    const track = this.#requireTrack(trackId);
+    const xs = track.keyframes.map((keyframe) => keyframe.x);
+    const ys = track.keyframes.map((keyframe) => keyframe.y);
+    const limitedDx = Math.min(MAX_COORDINATE - Math.max(...xs), Math.max(MIN_COORDINATE - Math.min(...xs), dx));
+    const limitedDy = Math.min(MAX_COORDINATE - Math.max(...ys), Math.max(MIN_COORDINATE - Math.min(...ys), dy));
+    const keyframes = track.keyframes.map((keyframe) =>
+      makeKeyframe(keyframe.t, keyframe.x + limitedDx, keyframe.y + limitedDy, keyframe.visible),
+    );
+    this.#replaceTrack(makeTrack(trackId, track.static, keyframes), coalesce);
+  }
+
+  /** Put one keyframe at (x, y); a static track moves as a whole since it has one position. */
+  moveKeyframe(trackId, index, x, y, { coalesce = null } = {}) {
+    const track = this.#requireKeyframe(trackId, index);
+    const keyframes = track.keyframes.map((keyframe, number) =>
+      number === index || track.static ? makeKeyframe(keyframe.t, x, y, keyframe.visible) : keyframe,
+    );
+    this.#replaceTrack(makeTrack(trackId, track.static, keyframes), coalesce);
+  }
+
+  /** `visible: false` hides the point from this keyframe until the next one. */
+  setKeyframeVisible(trackId, index, visible) {
+    const track = this.#requireKeyframe(trackId, index);
+    const keyframes = track.keyframes.map((keyframe, number) =>
+      number === index ? makeKeyframe(keyframe.t, keyframe.x, keyframe.y, visible) : keyframe,
+    );
+    this.#replaceTrack(makeTrack(trackId, track.static, keyframes));
+  }
+
+  deleteTrack(trackId) {
+    this.#requireTrack(trackId);
+    this.#record();
+    this.#tracks = Object.freeze(this.#tracks.filter((track) => track.id !== trackId));
+    if (this.#selection?.trackId === trackId) this.#selection = null;
+  }
+
+  clear() {
+    if (this.#tracks.length === 0) return;
+    this.#record();
+    this.#tracks = Object.freeze([]);
+    this.#selection = null;
+  }
+
+  trackTiming(trackId) {
+    const { keyframes } = this.#requireTrack(trackId);
+    const start = keyframes[0].t;
+    return { start, duration: roundValue(keyframes[keyframes.length - 1].t - start) };
+  }
+
+  /** Move a track in time so it starts at `start` and, with two or more keyframes, lasts `duration`. */
+  setTrackTiming(trackId, { start, duration } = {}) {
+    const track = this.#requireTrack(trackId);
+    const current = this.trackTiming(trackId);
+    const newStart = start ?? current.start;
+    const newDuration = duration ?? current.duration;
+    if (!(Number.isFinite(newStart) && newStart >= 0)) throw new Error(`track start must be >= 0, got ${newStart}`);
+    if (!(Number.isFinite(newDuration) && newDuration > 0) && track.keyframes.length > 1) {
+      throw new Error(`track duration must be > 0, got ${newDuration}`);
+    }
+    const scale = track.keyframes.length > 1 ? newDuration / current.duration : 1;
+    const keyframes = track.keyframes.map((keyframe) =>
+      makeKeyframe(newStart + (keyframe.t - current.start) * scale, keyframe.x, keyframe.y, keyframe.visible),
+    );
+    checkKeyframeGaps(keyframes, trackId);
+    this.#replaceTrack(makeTrack(trackId, track.static, keyframes));
+  }
+
+  /** Change width/height/fps/duration. Pass record: false for changes that should not be undoable (frame size from an image). */
+  setClip(changes, { record = true } = {}) {
+    const clip = validateClip({ ...this.#clip }, changes);
+    checkFrameBudget(clip.duration, clip.fps, this.#tracks.length);
+    if (record) this.#record();
+    this.#clip = Object.freeze(clip);
+  }
+
+  // --- history ---
+
+  /** Forget undo/redo, e.g. after loading a saved workflow, so undo cannot empty the editor. */
+  clearHistory() {
+    this.#undoStack = [];
+    this.#redoStack = [];
+    this.#lastCoalesceKey = null;
+  }
+
+  undo() {
+    if (!this.canUndo) return false;
+    this.#redoStack.push(this.#snapshot());
+    this.#restore(this.#undoStack.pop());
+    return true;
+  }
+
+  redo() {
+    if (!this.canRedo) return false;
+    this.#undoStack.push(this.#snapshot());
+    this.#restore(this.#redoStack.pop());
+    return true;
+  }
+
+  // --- widget JSON ---
+
+  /** The widget document with a fixed key order and coordinates rounded to 4 decimals. */
+  toDocument() {
+    const { width, height, fps, duration } = this.#clip;
+    return {
+      format: WIDGET_FORMAT,
+      version: WIDGET_VERSION,
+      width,
+      height,
+      fps,
+      duration,
+      tracks: this.#tracks.map((track) => ({
+        id: track.id,
+        static: track.static,
+        keyframes: track.keyframes.map((keyframe) =>
+          keyframe.visible === false
+            ? { t: keyframe.t, x: keyframe.x, y: keyframe.y, visible: false }
+            : { t: keyframe.t, x: keyframe.x, y: keyframe.y },
+        ),
+      })),
+    };
+  }
+
+  exportJson() {
+    return JSON.stringify(this.toDocument());
+  }
+
+  /**
+   * The document as it would be if a drag with these samples ended now, without changing the
+   * state (for streaming a drag while it is drawn). Too short a drag adds nothing.
+   */
+  exportJsonWithDraft(samples) {
+    const document = this.toDocument();
+    try {
+      const keyframes = keyframesFromDrag(samples, { start: 0, duration: this.#clip.duration });
+      document.tracks.push({ id: this.#newId(), static: false, keyframes: keyframes.map((keyframe) => ({ ...keyframe })) });
+    } catch {
+      // fewer than two samples or an empty clip: nothing to draft yet
+    }
+    return JSON.stringify(document);
+  }
+
+  /** Replace everything with a validated document (JSON text or object); undoable. */
+  importJson(source) {
+    const parsed = parseTracksDocument(source);
+    const tracks = parsed.tracks.map((track) => {
+      const keyframes = track.keyframes.map((keyframe) => makeKeyframe(keyframe.t, keyframe.x, keyframe.y, keyframe.visible));
+      checkKeyframeGaps(keyframes, track.id);
+      return makeTrack(track.id, track.static, keyframes);
+    });
+    this.#record();
+    this.#clip = Object.freeze({
+      width: parsed.width,
+      height: parsed.height,
+      fps: parsed.fps,
+      duration: roundValue(parsed.duration),
+    });
+    this.#tracks = Object.freeze(tracks);
+    this.#nextId = Math.max(this.#nextId, ...tracks.map((track) => track.id + 1));
+    this.#selection = null;
+  }
+
+  // --- internals ---
+
+  #addTrack(isStatic, keyframes) {
+    if (this.#tracks.length >= MAX_TRACKS) throw new Error(`at most ${MAX_TRACKS} tracks`);
+    const id = this.#newId();
+    this.#record();
+    this.#tracks = Object.freeze([...this.#tracks, makeTrack(id, isStatic, keyframes)]);
+    this.#nextId = id + 1;
+    this.#selection = Object.freeze({ trackId: id, keyframeIndex: null });
+    return id;
+  }
+
+  // Ids are never reused within a session, so a deleted track's id cannot come back as another track.
+  #newId() {
+    if (this.#nextId <= MAX_TRACK_ID) return this.#nextId;
+    const used = new Set(this.#tracks.map((track) => track.id));
+    let id = 0;
+    while (used.has(id)) id += 1;
+    return id;
+  }
+
+  #requireTrack(trackId) {
+    const track = this.getTrack(trackId);
+    if (!track) throw new Error(`no track with id ${trackId}`);
+    return track;
+  }
+
+  #requireKeyframe(trackId, index) {
+    const track = this.#requireTrack(trackId);
+    if (!(Number.isInteger(index) && index >= 0 && index < track.keyframes.length)) {
+      throw new Error(`track ${trackId} has no keyframe ${index}`);
+    }
+    return track;
+  }
+
+  #replaceTrack(newTrack, coalesce = null) {
+    this.#record(coalesce);
+    this.#tracks = Object.freeze(this.#tracks.map((track) => (track.id === newTrack.id ? newTrack : track)));
+  }
+
+  #record(coalesce = null) {
+    const merges = coalesce !== null && coalesce === this.#lastCoalesceKey;
+    this.#lastCoalesceKey = coalesce;
+    if (merges) return;
+    this.#undoStack.push(this.#snapshot());
+    if (this.#undoStack.length > this.#historyLimit) this.#undoStack.shift();
+    this.#redoStack = [];
+  }
+
+  #snapshot() {
+    return { clip: this.#clip, tracks: this.#tracks };
+  }
+
+  #restore(snapshot) {
+    this.#clip = snapshot.clip;
+    this.#tracks = snapshot.tracks;
+    this.#lastCoalesceKey = null;
+    const selected = this.#selection && this.getTrack(this.#selection.trackId);
+    if (!selected || (this.#selection.keyframeIndex ?? 0) >= selected.keyframes.length) this.#selection = null;
+  }
+}
+
+function validateClip(clip, changes = {}) {
+  const result = { ...clip };
+  for (const key of ["width", "height"]) {
+    if (changes[key] !== undefined) result[key] = readInteger(changes[key], key, 1, MAX_FRAME_SIZE);
+  }
+  if (changes.fps !== undefined) {
+    const fps = readNumber(changes.fps, "fps");
+    if (!(fps > 0 && fps <= MAX_FPS)) throw new Error(`fps must be in (0, ${MAX_FPS}], got ${fps}`);
+    result.fps = fps;
+  }
+  if (changes.duration !== undefined) {
+    const duration = readNumber(changes.duration, "duration");
+    if (duration < 0) throw new Error(`duration must not be negative, got ${duration}`);
+    result.duration = roundValue(duration);
+  }
+  return result;
+}

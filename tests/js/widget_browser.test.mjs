@@ -1,0 +1,384 @@
+// Browser tests of the track editor: Playwright drives the system chromium against a static server
+// on 127.0.0.1. Run through tests/js/run_browser_test.sh (installs what is missing) or
+// `node --test tests/js/widget_browser.test.mjs` once playwright-core and chromium are there.
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const MIME_TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".json": "application/json",
+};
+
+// Stand-ins for ComfyUI's /scripts/app.js and /scripts/api.js, enough to run the extensions.
+const STUB_MODULES = {
+  "/scripts/app.js": `
+    export const app = {
+      extensions: [],
+      registerExtension(extension) { this.extensions.push(extension); },
+      graph: {
+        nodes: [],
+        links: new Map(),
+        getNodeById(id) { return this.nodes.find((node) => String(node.id) === String(id)) ?? null; },
+      },
+    };`,
+  "/scripts/api.js": `
+    class FakeApi extends EventTarget {
+      requests = [];
+      apiURL(route) { return route; }
+      async fetchApi(route, options = {}) {
+        const body = typeof options.body === "string" ? options.body : null;
+        this.requests.push({ route, method: options.method, body });
+        const answer = route === "/upload/image" ? { name: "background.svg", subfolder: "", type: "input" } : {};
+        return new Response(JSON.stringify(answer), { status: 200, headers: { "Content-Type": "application/json" } });
+      }
+    }
+    export const api = new FakeApi();`,
+};
+
+const VIEW_IMAGE =
+  '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="360"><rect width="640" height="360" fill="#357"/></svg>';
+
+function startServer() {
+  const server = createServer(async (request, response) => {
+    const route = decodeURIComponent(new URL(request.url, "http://localhost").pathname);
+    if (STUB_MODULES[route]) {
+      response.writeHead(200, { "Content-Type": MIME_TYPES[".js"] });
+      return response.end(STUB_MODULES[route]);
+    }
+    if (route === "/view") {
+      // Stands in for an uploaded image: 640 x 360.
+      response.writeHead(200, { "Content-Type": "image/svg+xml" });
+      return response.end(VIEW_IMAGE);
+    }
+    // ComfyUI serves the pack's js/ folder under /extensions/<pack>/.
+    const relative = route.startsWith("/extensions/motionstream/")
+      ? path.join("js", route.slice("/extensions/motionstream/".length))
+      : route.slice(1);
+    const file = path.resolve(REPO_ROOT, relative);
+    if (!file.startsWith(REPO_ROOT + path.sep)) {
+      response.writeHead(403);
+      return response.end();
+    }
+    try {
+      const body = await readFile(file);
+      response.writeHead(200, { "Content-Type": MIME_TYPES[path.extname(file)] ?? "application/octet-stream" });
+      response.end(body);
+    } catch {
+      response.writeHead(404);
+      response.end("not found");
+    }
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+async function loadPlaywright() {
+  try {
+    return await import("playwright-core");
+  } catch (error) {
+    throw new Error(`playwright-core is not installed; run tests/js/run_browser_test.sh (${error.message})`);
+  }
+}
+
+let server;
+let context;
+let profileDir;
+let baseUrl;
+
+before(async () => {
+  const { chromium } = await loadPlaywright();
+  server = await startServer();
+  baseUrl = `http://127.0.0.1:${server.address().port}`;
+  profileDir = await mkdtemp(path.join(tmpdir(), "motionstream-chromium-"));
+  context = await chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM,
+    args: CHROMIUM_ARGS,
+    headless: true,
+    viewport: { width: 900, height: 800 },
+  });
+});
+
+after(async () => {
+  await context?.close();
+  await new Promise((resolve) => (server ? server.close(resolve) : resolve()));
+  if (profileDir) await rm(profileDir, { recursive: true, force: true });
+});
+
+async function openHarness() {
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error));
+  await page.goto(`${baseUrl}/tests/js/harness.html`);
+  await page.waitForFunction(() => window.__ready === true);
+  return { page, errors };
+}
+
+// Drag between two points given in normalised frame coordinates of `canvas`.
+async function drag(page, canvas, from, to, { shift = false } = {}) {
+  const box = await canvas.boundingBox();
+  const at = (point) => [box.x + point[0] * box.width, box.y + point[1] * box.height];
+  if (shift) await page.keyboard.down("Shift");
+  await page.mouse.move(...at(from));
+  await page.mouse.down();
+  if (to) await page.mouse.move(...at(to), { steps: 12 });
+  await page.mouse.up();
+  if (shift) await page.keyboard.up("Shift");
+}
+
+function assertNear(actual, expected, tolerance, what) {
+  assert.ok(Math.abs(actual - expected) <= tolerance, `${what}: ${actual} is not within ${tolerance} of ${expected}`);
+}
+
+describe("track editor canvas (harness page)", () => {
+  test("a pointer drag becomes one track from the drag start to the drag end", async () => {
+    const { page, errors } = await openHarness();
+    const canvas = page.locator(".ms-track-editor canvas");
+    await drag(page, canvas, [0.2, 0.3], [0.7, 0.6]);
+
+    const document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.format, "motionstream-tracks");
+    assert.equal(document.width, 832);
+    assert.equal(document.height, 480);
+    assert.equal(document.tracks.length, 1);
+    const [track] = document.tracks;
+    assert.equal(track.static, false);
+    assert.ok(track.keyframes.length >= 2);
+    const first = track.keyframes[0];
+    const last = track.keyframes[track.keyframes.length - 1];
+    // Within two CSS pixels of a canvas that is several hundred pixels wide.
+    assertNear(first.x, 0.2, 0.01, "start x");
+    assertNear(first.y, 0.3, 0.01, "start y");
+    assertNear(last.x, 0.7, 0.01, "end x");
+    assertNear(last.y, 0.6, 0.01, "end y");
+    assert.equal(first.t, 0);
+    assert.equal(last.t, document.duration);
+    assert.deepEqual(await page.evaluate(() => window.__changes.length), 1);
+    assert.match(await page.locator(".ms-status").textContent(), /track #0/);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test("shift-click adds an anchor, dragging moves it, Delete and Ctrl+Z/Ctrl+Shift+Z work", async () => {
+    const { page, errors } = await openHarness();
+    const canvas = page.locator(".ms-track-editor canvas");
+    await drag(page, canvas, [0.8, 0.2], null, { shift: true });
+    let document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.tracks.length, 1);
+    assert.equal(document.tracks[0].static, true);
+    assertNear(document.tracks[0].keyframes[0].x, 0.8, 0.01, "anchor x");
+
+    await drag(page, canvas, [0.8, 0.2], [0.5, 0.5]);
+    document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.tracks.length, 1, "dragging a point moves it instead of drawing");
+    assertNear(document.tracks[0].keyframes[0].x, 0.5, 0.01, "moved anchor x");
+    assertNear(document.tracks[0].keyframes[0].y, 0.5, 0.01, "moved anchor y");
+    assert.match(await page.locator(".ms-status").textContent(), /anchor #0 {2}x 0\.5\d{3} {2}y 0\.5\d{3}/);
+
+    await page.keyboard.press("Delete");
+    assert.equal(JSON.parse(await page.evaluate(() => window.__editor.exportJson())).tracks.length, 0);
+    await page.keyboard.press("Control+z");
+    document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.tracks.length, 1);
+    assertNear(document.tracks[0].keyframes[0].x, 0.5, 0.01, "restored anchor x");
+    await page.keyboard.press("Control+z");
+    document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assertNear(document.tracks[0].keyframes[0].x, 0.8, 0.01, "a whole move is one undo step");
+    await page.keyboard.press("Control+Shift+z");
+    document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assertNear(document.tracks[0].keyframes[0].x, 0.5, 0.01, "redo");
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test("the Clear and Undo buttons, the timing inputs and invalid imports", async () => {
+    const { page, errors } = await openHarness();
+    const canvas = page.locator(".ms-track-editor canvas");
+    await drag(page, canvas, [0.1, 0.1], [0.4, 0.2]);
+    const inputs = page.locator(".ms-track-editor input[type=number]");
+    await inputs.nth(1).fill("2");
+    await inputs.nth(1).press("Enter");
+    await inputs.nth(1).blur();
+    let document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.tracks[0].keyframes.at(-1).t, 2);
+
+    await page.getByRole("button", { name: "Clear" }).click();
+    assert.equal(JSON.parse(await page.evaluate(() => window.__editor.exportJson())).tracks.length, 0);
+    await page.getByRole("button", { name: "Undo" }).click();
+    assert.equal(JSON.parse(await page.evaluate(() => window.__editor.exportJson())).tracks.length, 1);
+
+    const message = await page.evaluate(() => {
+      try {
+        window.__editor.importJson('{"format":"motionstream-tracks","version":2}');
+        return null;
+      } catch (error) {
+        return error.message;
+      }
+    });
+    assert.match(message, /unsupported widget JSON version 2/);
+    document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.tracks.length, 1);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+});
+
+describe("ComfyUI extensions against stub app/api modules", () => {
+  test("editor node, live control and live preview", async () => {
+    const { page, errors } = await openHarness();
+    await page.evaluate(async () => {
+      document.body.innerHTML = '<div id="node" style="width:600px;height:500px"></div><div id="preview" style="width:300px;height:220px"></div>';
+      const { app } = await import("/scripts/app.js");
+      await import("/extensions/motionstream/track_editor_widget.js");
+      await import("/extensions/motionstream/live_preview.js");
+      for (const extension of app.extensions) await extension.setup?.();
+
+      // Just enough of a LiteGraph node: widgets, inputs and addDOMWidget.
+      class FakeNode {
+        constructor(id, hostId) {
+          this.id = id;
+          this.hostId = hostId;
+          this.size = [300, 200];
+          this.properties = {};
+          this.inputs = [];
+          this.widgets = [{ name: "tracks_json", type: "text", value: "" }];
+        }
+        addDOMWidget(name, type, element, options) {
+          document.getElementById(this.hostId).append(element);
+          const widget = { name, type, element, options };
+          this.widgets.push(widget);
+          return widget;
+        }
+        setSize(size) {
+          this.size = size;
+        }
+      }
+      class EditorNode extends FakeNode {}
+      class StreamingNode extends FakeNode {}
+      for (const extension of app.extensions) {
+        await extension.beforeRegisterNodeDef?.(EditorNode, { name: "MotionStreamTrackEditor" });
+        await extension.beforeRegisterNodeDef?.(StreamingNode, { name: "MotionStreamStreamingSampler" });
+      }
+      const editorNode = new EditorNode(5, "node");
+      editorNode.onNodeCreated();
+      const streamingNode = new StreamingNode(9, "preview");
+      streamingNode.type = "MotionStreamStreamingSampler";
+      streamingNode.inputs = [{ name: "tracks", link: 1 }];
+      streamingNode.onNodeCreated();
+      app.graph.nodes.push(editorNode, streamingNode);
+      app.graph.links.set(1, { id: 1, origin_id: 5, target_id: 9 });
+      window.__nodes = { editorNode, streamingNode };
+    });
+
+    const valueWidget = () => page.evaluate(() => window.__nodes.editorNode.widgets[0]);
+    assert.equal((await valueWidget()).hidden, true, "tracks_json is hidden");
+
+    // A drag in the node's editor lands in the tracks_json widget.
+    const canvas = page.locator("#node .ms-track-editor canvas");
+    await drag(page, canvas, [0.25, 0.5], [0.75, 0.5]);
+    const stored = JSON.parse((await valueWidget()).value);
+    assert.equal(stored.tracks.length, 1);
+    assertNear(stored.tracks[0].keyframes[0].x, 0.25, 0.01, "stored start x");
+
+    // An uploaded background image is shown and sets the frame size.
+    await page.locator('#node input[type=file][accept="image/*"]').setInputFiles({
+      name: "photo.png",
+      mimeType: "image/png",
+      buffer: Buffer.from("not really a png"),
+    });
+    await page.waitForFunction(() => JSON.parse(window.__nodes.editorNode.widgets[0].value).width === 640);
+    const upload = await page.evaluate(async () => ({
+      routes: (await import("/scripts/api.js")).api.requests.map((request) => request.route),
+      stored: window.__nodes.editorNode.properties.motionstream_background,
+      height: JSON.parse(window.__nodes.editorNode.widgets[0].value).height,
+    }));
+    assert.deepEqual(upload.routes, ["/upload/image"]);
+    assert.deepEqual(upload.stored, { filename: "background.svg", subfolder: "", type: "input" });
+    assert.equal(upload.height, 360);
+    await page.evaluate(async () => ((await import("/scripts/api.js")).api.requests.length = 0));
+
+    // Reloading a workflow: configure sets the widget value, the editor follows.
+    await page.evaluate(() => {
+      const { editorNode } = window.__nodes;
+      editorNode.widgets[0].value = JSON.stringify({
+        format: "motionstream-tracks",
+        version: 1,
+        width: 640,
+        height: 480,
+        fps: 16,
+        duration: 3,
+        tracks: [
+          { id: 4, static: true, keyframes: [{ t: 0, x: 0.1, y: 0.1 }] },
+          { id: 6, static: false, keyframes: [{ t: 0, x: 0.2, y: 0.2 }, { t: 3, x: 0.3, y: 0.3 }] },
+        ],
+      });
+      editorNode.onConfigure({});
+    });
+    await page.waitForFunction(() => window.__nodes.editorNode.motionstreamEditor.state.tracks.length === 2);
+    assert.equal(await page.evaluate(() => window.__nodes.editorNode.motionstreamEditor.state.canUndo), false);
+
+    // While the streaming node runs, edits are POSTed for it.
+    await page.evaluate(async () => {
+      const { api } = await import("/scripts/api.js");
+      api.dispatchEvent(new CustomEvent("execution_start", { detail: { prompt_id: "prompt-1" } }));
+      api.dispatchEvent(new CustomEvent("executing", { detail: "9" }));
+    });
+    await drag(page, canvas, [0.5, 0.2], [0.6, 0.8]);
+    const requests = await page.evaluate(async () => (await import("/scripts/api.js")).api.requests);
+    const live = requests.filter((request) => request.route === "/motionstream/live_tracks");
+    assert.ok(live.length >= 1, "at least the finished drag was sent");
+    const body = JSON.parse(live.at(-1).body);
+    assert.equal(body.prompt_id, "prompt-1");
+    assert.equal(body.node_id, "9");
+    assert.equal(body.tracks.tracks.length, 3);
+    await page.evaluate(async () => {
+      const { api } = await import("/scripts/api.js");
+      api.dispatchEvent(new CustomEvent("execution_success", { detail: { prompt_id: "prompt-1" } }));
+      api.requests.length = 0;
+    });
+    await drag(page, canvas, [0.1, 0.9], [0.3, 0.9]);
+    assert.equal((await page.evaluate(async () => (await import("/scripts/api.js")).api.requests)).length, 0);
+
+    // Streamed frames play in the sampler's preview.
+    await page.evaluate(async () => {
+      const { api } = await import("/scripts/api.js");
+      const frame = (color) => {
+        const canvas = Object.assign(document.createElement("canvas"), { width: 32, height: 16 });
+        const context = canvas.getContext("2d");
+        context.fillStyle = color;
+        context.fillRect(0, 0, 32, 16);
+        return canvas.toDataURL("image/jpeg").split(",")[1];
+      };
+      const detail = { node: "9", prompt_id: "prompt-2", fps: 30, chunk_index: 0, done: false, frames: [frame("red"), frame("blue")] };
+      api.dispatchEvent(new CustomEvent("motionstream.frames", { detail }));
+      api.dispatchEvent(new CustomEvent("motionstream.frames", { detail: { ...detail, chunk_index: 1, done: true, frames: [frame("green")] } }));
+      api.dispatchEvent(new CustomEvent("motionstream.frames", { detail: { ...detail, node: "77" } }));
+    });
+    await page.waitForFunction(() => window.__nodes.streamingNode.motionstreamPlayer.canvas.width === 32);
+    const player = await page.evaluate(() => {
+      const { motionstreamPlayer } = window.__nodes.streamingNode;
+      return { frames: motionstreamPlayer.frameCount, status: motionstreamPlayer.status.textContent };
+    });
+    assert.equal(player.frames, 3);
+    assert.equal(player.status, "chunk 1 · 3 frames · 30 fps · done");
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+});
