@@ -234,24 +234,31 @@ def load_dit(
     return build_dit(read_state_dict(path), config=config or read_config_file(path), dtype=dtype, device=device)
 
 
+def write_safetensors_atomically(
+    tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
+) -> None:
+    """Writes through a temporary file and a rename, so a failure never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(handle)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, temporary, metadata=dict(metadata or {}))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def save_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     path: str | os.PathLike,
     scheme: str = "wan",
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Writes canonical weights as safetensors in the given naming; atomically, so no half-written file remains."""
+    """Writes canonical weights as safetensors in the given naming ('wan' or 'diffusers'), atomically."""
     if scheme not in ("wan", "diffusers"):
         raise ValueError(f"unknown key scheme {scheme!r}; use 'wan' or 'diffusers'")
-    tensors = key_schemes.wan_to_diffusers(state_dict) if scheme == "diffusers" else dict(state_dict)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=dict(metadata or {}))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    tensors = key_schemes.wan_to_diffusers(state_dict) if scheme == "diffusers" else state_dict
+    write_safetensors_atomically(tensors, path, metadata)

@@ -1,0 +1,210 @@
+"""Causal, chunk-by-chunk forward of a Wan 2.1 transformer through a KV cache.
+
+This is a thin layer over `WanDiT`: it owns no weights and reuses the model's patchify, time
+embedding, blocks and head, replacing only self-attention (through the model's hook) so that a
+chunk attends to itself and to the cached keys/values of earlier frames.
+
+Two RoPE policies are supported:
+
+- "absolute" (Self-Forcing, CausVid, LongLive): keys are rotated with their absolute latent-frame
+  index before they are cached, queries with the absolute positions of the chunk. Generation
+  stops with `RopeRangeError` at `config.rope_max_len` frames; positions never wrap.
+- "relative" (MotionStream, Track-v0): raw keys are cached; at every forward the visible frames
+  [sink | rolling | current chunk] get positions 0..n-1 in that order, and the queries the
+  positions of the chunk among them. Video length is unbounded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import torch
+
+from .attention import attention
+from .kv_cache import ChunkSlots, GrowingKVCache, RollingKVCache
+from .rope import RotaryEmbedding
+from .wan_dit import CrossAttentionContext, PatchGrid, WanDiT
+
+ROPE_POLICIES = ("absolute", "relative")
+KVCache = RollingKVCache | GrowingKVCache
+
+
+class RopeRangeError(ValueError):
+    """An absolute-RoPE stream reached the last position the model knows."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _ChunkRotary:
+    query: RotaryEmbedding
+    # Applied to a chunk's keys before they are cached (absolute policy).
+    cached_keys: RotaryEmbedding | None
+    # Applied to the visible keys read back from the cache (relative policy).
+    visible_keys: RotaryEmbedding | None
+
+
+class CausalWanModel:
+    def __init__(self, transformer: WanDiT, rope_policy: str = "relative"):
+        if rope_policy not in ROPE_POLICIES:
+            raise ValueError(f"unknown RoPE policy {rope_policy!r}; use one of {ROPE_POLICIES}")
+        if transformer.config.patch_size[0] != 1:
+            raise ValueError(
+                f"causal streaming needs a temporal patch size of 1, the model has {transformer.config.patch_size[0]}"
+            )
+        self.transformer = transformer
+        self.rope_policy = rope_policy
+        self._rotary_memo: tuple[tuple, _ChunkRotary] | None = None
+
+    @property
+    def config(self):
+        return self.transformer.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.patch_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    def new_cache(
+        self,
+        batch_size: int,
+        latent_height: int,
+        latent_width: int,
+        sink_frames: int,
+        window_frames: int,
+        growing: bool = False,
+    ) -> KVCache:
+        """An empty cache for this model and latent size; `growing` gives the unbounded test baseline."""
+        config = self.config
+        geometry = dict(
+            num_layers=config.num_layers,
+            batch_size=batch_size,
+            tokens_per_frame=config.tokens_per_frame(latent_height, latent_width),
+            num_heads=config.num_heads,
+            head_dim=config.head_dim,
+            dtype=self.dtype,
+            device=self.device,
+        )
+        if growing:
+            return GrowingKVCache(**geometry)
+        if self.rope_policy == "relative" and window_frames > config.rope_max_len:
+            raise ValueError(f"window_frames {window_frames} exceeds the model's rope_max_len {config.rope_max_len}")
+        return RollingKVCache(sink_frames=sink_frames, window_frames=window_frames, **geometry)
+
+    def encode_context(
+        self, text: torch.Tensor, image_tokens: torch.Tensor | None = None
+    ) -> list[CrossAttentionContext]:
+        """Cross-attention keys/values of every layer, computed once per prompt."""
+        with torch.no_grad():
+            return self.transformer.encode_context(text.to(self.device), None if image_tokens is None else image_tokens.to(self.device))
+
+    @torch.no_grad()
+    def forward_chunk(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor | float,
+        context: list[CrossAttentionContext],
+        cache: KVCache,
+        start_frame: int,
+    ) -> torch.Tensor:
+        """Velocity [B, C_out, F, H, W] of the chunk latents [B, C_in, F, H, W] starting at `start_frame`.
+
+        The chunk's keys/values are written into its cache slots; calling this again for the same
+        chunk (the next denoising step, or the commit pass of the clean chunk) overwrites them.
+        """
+        model = self.transformer
+        tokens, grid = model.patchify(latents.to(self.device))
+        self._check_geometry(cache, grid, tokens.shape[0])
+        slots = cache.plan(start_frame, grid.frames)
+        rotary = self._chunk_rotary(slots, grid)
+        frame_embedding, frame_modulation = model.embed_timesteps(
+            torch.as_tensor(timestep, device=self.device), tokens.shape[0], grid.frames
+        )
+
+        def self_attention(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            if rotary.cached_keys is not None:
+                k = rotary.cached_keys.apply(k)
+            cache.write(layer, slots.write_slots, k, v)
+            keys, values = cache.visible(layer, slots)
+            if rotary.visible_keys is not None:
+                keys = rotary.visible_keys.apply(keys)
+            return attention(rotary.query.apply(q), keys, values)
+
+        out = model.run_blocks(tokens, frame_embedding, frame_modulation, context, self_attention)
+        return model.unpatchify(out, grid)
+
+    @torch.no_grad()
+    def recache(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor | float,
+        context: list[CrossAttentionContext],
+        cache: KVCache,
+        frames: Sequence[int],
+        blocks: Sequence[int],
+    ) -> None:
+        """Recomputes the cached keys/values of `frames` (ascending) from their commit inputs in one pass.
+
+        Used after a prompt change (LongLive's re-cache): the frames attend each other block-causally
+        (a frame sees the frames of its own and of earlier `blocks`), under the new context.
+        """
+        model = self.transformer
+        if len(frames) != latents.shape[2] or len(blocks) != len(frames):
+            raise ValueError(f"recache got {latents.shape[2]} latent frames for {len(frames)} frame indices")
+        if list(frames) != sorted(frames):
+            raise ValueError(f"recache frames must be ascending, got {list(frames)}")
+        tokens, grid = model.patchify(latents.to(self.device))
+        self._check_geometry(cache, grid, tokens.shape[0])
+        positions = list(frames) if self.rope_policy == "absolute" else list(range(len(frames)))
+        self._check_absolute_range(max(positions) + 1)
+        rotary = model.rotary_embedding(torch.tensor(positions), grid)
+        block_ids = torch.tensor(blocks, device=self.device).repeat_interleave(grid.tokens_per_frame)
+        mask = block_ids[None, :] <= block_ids[:, None]
+        slots = [cache.slot_of(frame) for frame in frames]
+        frame_embedding, frame_modulation = model.embed_timesteps(
+            torch.as_tensor(timestep, device=self.device), tokens.shape[0], grid.frames
+        )
+
+        def self_attention(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            rotated = rotary.apply(k)
+            cache.write(layer, slots, rotated if self.rope_policy == "absolute" else k, v)
+            return attention(rotary.apply(q), rotated, v, mask=mask)
+
+        model.run_blocks(tokens, frame_embedding, frame_modulation, context, self_attention)
+
+    def _check_geometry(self, cache: KVCache, grid: PatchGrid, batch: int) -> None:
+        if grid.tokens_per_frame != cache.tokens_per_frame:
+            raise ValueError(
+                f"the chunk has {grid.tokens_per_frame} tokens per frame but the cache was made for "
+                f"{cache.tokens_per_frame}; make a new cache for this latent size"
+            )
+        if batch != cache.keys[0].shape[0]:
+            raise ValueError(f"the chunk has batch size {batch} but the cache was made for {cache.keys[0].shape[0]}")
+
+    def _check_absolute_range(self, end_frame: int) -> None:
+        if self.rope_policy == "absolute" and end_frame > self.config.rope_max_len:
+            raise RopeRangeError(
+                f"latent frame {end_frame - 1} is past the {self.config.rope_max_len} positions this model's "
+                "absolute RoPE covers; start a new stream (reset) or use the 'relative' RoPE policy"
+            )
+
+    def _chunk_rotary(self, slots: ChunkSlots, grid: PatchGrid) -> _ChunkRotary:
+        # All denoising steps and the commit pass of a chunk share the same tables.
+        key = (self.rope_policy, slots, grid.height, grid.width)
+        if self._rotary_memo is not None and self._rotary_memo[0] == key:
+            return self._rotary_memo[1]
+        model = self.transformer
+        if self.rope_policy == "absolute":
+            self._check_absolute_range(slots.end_frame)
+            chunk = model.rotary_embedding(torch.arange(slots.start_frame, slots.end_frame), grid)
+            rotary = _ChunkRotary(query=chunk, cached_keys=chunk, visible_keys=None)
+        else:
+            rotary = _ChunkRotary(
+                query=model.rotary_embedding(torch.tensor(slots.relative_query_positions()), grid),
+                cached_keys=None,
+                visible_keys=model.rotary_embedding(torch.tensor(slots.relative_key_positions()), grid),
+            )
+        self._rotary_memo = (key, rotary)
+        return rotary

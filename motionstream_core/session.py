@@ -1,0 +1,404 @@
+"""A streaming generation session: the one object a node, a CLI or a web demo drives.
+
+    session = StreamingSession(transformer, StreamingConfig(), latent_height=60, latent_width=104, seed=1)
+    session.start(StreamConditions(text=text_embeddings, channel_providers=[image_condition, tracks]))
+    for chunk in session.stream():          # or session.next_chunk(), one at a time
+        decoder.push(chunk.latents)
+        session.update(text=new_prompt)     # affects only chunks that have not started
+
+Each chunk is denoised with the few-step schedule, then committed: a last forward of the clean
+chunk (at `commit_step`, LongLive's "context noise") leaves its keys/values in the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .block_schedule import BlockSchedule
+from .causal import ROPE_POLICIES, CausalWanModel
+from .image_conditioning import ConditionChannelProvider, FirstFrameCondition
+from .noise import NoiseSource, SeededNoise
+from .schedule import DEFAULT_DENOISING_STEPS, FlowMatchSchedule, add_noise, predicted_clean
+from .wan_dit import WanDiT
+
+_UNCHANGED = object()
+
+
+class StreamInterrupted(RuntimeError):
+    """The interrupt check asked to stop; the chunk in progress was dropped and will start over."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamingConfig:
+    # Cache: the first `sink_frames` latent frames are attended forever; `window_frames` is the whole
+    # attention span of a chunk (sink + rolling frames + the chunk itself) and the cache capacity.
+    sink_frames: int = 3
+    window_frames: int = 9
+    rope_policy: str = "relative"
+    denoising_steps: tuple[int, ...] = DEFAULT_DENOISING_STEPS
+    shift: float = 5.0
+    num_train_timesteps: int = 1000
+    # Latent frames per block; the last size repeats, e.g. (1, 3) = one frame, then blocks of 3.
+    block_frames: tuple[int, ...] = (3,)
+    # Timestep of the commit pass (0 = clean; "context noise"), and whether the clean chunk is first
+    # re-noised to the matching sigma commit_step / num_train_timesteps.
+    commit_step: int = 0
+    commit_renoise: bool = False
+    # After a prompt change, recompute the cached frames' keys/values under the new prompt (LongLive).
+    recache_on_prompt_change: bool = False
+    # Unbounded cache that grows with the video: a baseline for tests and benchmarks only.
+    growing_cache: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "denoising_steps", tuple(int(s) for s in self.denoising_steps))
+        block_frames = (self.block_frames,) if isinstance(self.block_frames, int) else self.block_frames
+        object.__setattr__(self, "block_frames", tuple(int(s) for s in block_frames))
+        if self.rope_policy not in ROPE_POLICIES:
+            raise ValueError(f"unknown rope_policy {self.rope_policy!r}; use one of {ROPE_POLICIES}")
+        if self.growing_cache and self.recache_on_prompt_change:
+            raise ValueError("recache_on_prompt_change needs the rolling cache; it is not available with growing_cache")
+        # Raise early on a bad schedule rather than at the first chunk.
+        FlowMatchSchedule(self.shift, self.num_train_timesteps).warp(self.denoising_steps)
+        if not 0 <= self.commit_step <= self.num_train_timesteps:
+            raise ValueError(f"commit_step must be in [0, {self.num_train_timesteps}], got {self.commit_step}")
+        BlockSchedule(self.block_frames)
+
+    @classmethod
+    def track_v0(cls, **overrides) -> "StreamingConfig":
+        """Track-v0 as published: relative RoPE, shift 6, a first block of 1 latent frame that stays as
+        the sink, then blocks of 3 with a 6-frame window (sink + 2 rolling + the current 3)."""
+        settings = dict(rope_policy="relative", shift=6.0, sink_frames=1, window_frames=6, block_frames=(1, 3))
+        return cls(**{**settings, **overrides})
+
+    @classmethod
+    def motionstream_paper(cls, **overrides) -> "StreamingConfig":
+        """The paper's streaming setting: relative RoPE, shift 6, sink 3, window 9, blocks of 3."""
+        settings = dict(rope_policy="relative", shift=6.0, sink_frames=3, window_frames=9, block_frames=(3,))
+        return cls(**{**settings, **overrides})
+
+    @classmethod
+    def self_forcing(cls, **overrides) -> "StreamingConfig":
+        """Self-Forcing / LongLive style: absolute RoPE, shift 5."""
+        settings = dict(rope_policy="absolute", shift=5.0, sink_frames=3, window_frames=9, block_frames=(3,))
+        return cls(**{**settings, **overrides})
+
+
+@dataclasses.dataclass
+class StreamConditions:
+    """What a stream is conditioned on.
+
+    text: T5 embeddings [B, L, text_dim]; image_tokens: CLIP tokens [B, N, image_dim] for
+    image-to-video checkpoints; first_frame_latents: VAE encoding [B, C, F_enc, H, W] of the first
+    image followed by gray frames (becomes mask + latent channels, see `FirstFrameCondition`);
+    channel_providers: further `(first_latent_frame, num_latent_frames) -> [B, C, F, H, W]`
+    callables, e.g. the track head. Input channels are [noisy | first frame | providers...].
+    """
+
+    text: torch.Tensor
+    image_tokens: torch.Tensor | None = None
+    first_frame_latents: torch.Tensor | None = None
+    channel_providers: Sequence[ConditionChannelProvider] = ()
+
+    def providers(self) -> list[ConditionChannelProvider]:
+        first = [FirstFrameCondition(self.first_frame_latents)] if self.first_frame_latents is not None else []
+        return first + list(self.channel_providers)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentChunk:
+    index: int
+    start_frame: int
+    # Clean latent frames [B, C, F, H, W] of this chunk.
+    latents: torch.Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return self.latents.shape[2]
+
+    @property
+    def end_frame(self) -> int:
+        return self.start_frame + self.num_frames
+
+
+class StreamingSession:
+    """Generates an endless latent video chunk by chunk with a causal student.
+
+    on_chunk(chunk) is called with every finished chunk (e.g. to hand it to a streaming decoder);
+    on_step(chunk_index, step_index, x0) with the clean prediction of every denoising step;
+    interrupt() is called before every model pass and stops the chunk when it returns True (it may
+    also raise its own exception, which propagates). An interrupted chunk leaves the session
+    consistent: the next call generates that chunk again, with the same noise.
+    """
+
+    def __init__(
+        self,
+        transformer: WanDiT | CausalWanModel,
+        config: StreamingConfig = StreamingConfig(),
+        *,
+        latent_height: int,
+        latent_width: int,
+        batch_size: int = 1,
+        seed: int = 0,
+        noise: NoiseSource | None = None,
+        on_chunk: Callable[[LatentChunk], None] | None = None,
+        on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+        interrupt: Callable[[], bool] | None = None,
+    ):
+        if isinstance(transformer, CausalWanModel):
+            if transformer.rope_policy != config.rope_policy:
+                raise ValueError(
+                    f"the model uses the {transformer.rope_policy!r} RoPE policy but the config asks for {config.rope_policy!r}"
+                )
+            self.model = transformer
+        else:
+            self.model = CausalWanModel(transformer, config.rope_policy)
+        self.config = config
+        self.latent_height = latent_height
+        self.latent_width = latent_width
+        self.batch_size = batch_size
+        self.noise = noise if noise is not None else SeededNoise(seed)
+        self.on_chunk = on_chunk
+        self.on_step = on_step
+        self.interrupt = interrupt
+
+        schedule = FlowMatchSchedule(config.shift, config.num_train_timesteps)
+        timesteps, sigmas = schedule.warp(config.denoising_steps)
+        self._timesteps = [t.to(self.model.device) for t in timesteps]
+        self._sigmas = [float(s) for s in sigmas]
+        # Like Self-Forcing and LongLive, the commit timestep is fed as given (not warped); its
+        # sigma, used only to re-noise, is the one that timestep denotes: t / num_train_timesteps.
+        self._commit_timestep = torch.tensor(float(config.commit_step), device=self.model.device)
+        self._commit_sigma = config.commit_step / config.num_train_timesteps
+        self.blocks = BlockSchedule(config.block_frames)
+
+        self.cache = self.model.new_cache(
+            batch_size, latent_height, latent_width, config.sink_frames, config.window_frames, growing=config.growing_cache
+        )
+        self._check_blocks_fit()
+        self._sample_dtype = torch.promote_types(self.model.dtype, torch.float32)
+        # Model inputs of the committed frames, by cache slot: what a re-cache runs the model on.
+        self._commit_inputs: torch.Tensor | None = None
+
+        self._lock = threading.Lock()
+        self._pending: dict = {}
+        self._conditions: StreamConditions | None = None
+        self._providers: list[ConditionChannelProvider] = []
+        self._context = None
+        self._chunk_index = 0
+        self._next_frame = 0
+
+    # --- state ---
+
+    @property
+    def chunk_index(self) -> int:
+        """Index of the next chunk to be generated."""
+        return self._chunk_index
+
+    @property
+    def next_frame(self) -> int:
+        """First latent frame of the next chunk."""
+        return self._next_frame
+
+    @property
+    def is_started(self) -> bool:
+        return self._conditions is not None
+
+    @property
+    def conditions(self) -> StreamConditions | None:
+        return self._conditions
+
+    # --- control ---
+
+    def start(self, conditions: StreamConditions) -> None:
+        """Begins a new stream at frame 0 with these conditions."""
+        with self._lock:
+            self._pending.clear()
+        self._set_conditions(conditions, text_changed=True)
+        self._rewind()
+
+    def reset(self, conditions: StreamConditions | None = None, seed: int | None = None) -> None:
+        """Back to frame 0, with the current (or new) conditions and the same (or a new) seed."""
+        if seed is not None:
+            if not isinstance(self.noise, SeededNoise):
+                raise ValueError("a new seed needs the default SeededNoise source")
+            self.noise = SeededNoise(seed)
+        if conditions is not None:
+            self.start(conditions)
+            return
+        if self._conditions is None:
+            raise RuntimeError("the session has not been started; call start(conditions)")
+        self._apply_pending(allow_recache=False)  # nothing is cached any more after a rewind
+        self._rewind()
+
+    def update(
+        self,
+        *,
+        text=_UNCHANGED,
+        image_tokens=_UNCHANGED,
+        first_frame_latents=_UNCHANGED,
+        channel_providers=_UNCHANGED,
+        recache: bool | None = None,
+    ) -> None:
+        """Changes conditions from the next chunk that starts on; safe to call from another thread.
+
+        `recache` overrides `config.recache_on_prompt_change` for this prompt change.
+        """
+        changes = {
+            name: value
+            for name, value in dict(
+                text=text, image_tokens=image_tokens, first_frame_latents=first_frame_latents,
+                channel_providers=channel_providers,
+            ).items()
+            if value is not _UNCHANGED
+        }
+        with self._lock:
+            self._pending.update(changes)
+            if recache is not None:
+                self._pending["recache"] = recache
+
+    def stream(self, num_chunks: int | None = None) -> Iterator[LatentChunk]:
+        """Yields chunks one at a time, forever or `num_chunks` of them."""
+        produced = 0
+        while num_chunks is None or produced < num_chunks:
+            yield self.next_chunk()
+            produced += 1
+
+    def next_chunk(self) -> LatentChunk:
+        self._apply_pending()
+        if self._conditions is None:
+            raise RuntimeError("the session has not been started; call start(conditions)")
+        index, start = self._chunk_index, self._next_frame
+        num_frames = self.blocks.size(index)
+        conditions = self._condition_channels(start, num_frames)
+        shape = (self.batch_size, self.model.config.out_channels, num_frames, self.latent_height, self.latent_width)
+
+        x = self._noise_tensor(self.noise.initial(index, shape), shape)
+        x0 = x
+        for step, (timestep, sigma) in enumerate(zip(self._timesteps, self._sigmas)):
+            if step > 0:
+                renoise = self._noise_tensor(self.noise.renoise(index, step, shape), shape)
+                x = add_noise(x0, renoise, sigma)
+            self._check_interrupt()
+            velocity = self.model.forward_chunk(self._model_input(x, conditions), timestep, self._context, self.cache, start)
+            x0 = predicted_clean(x, velocity.to(self._sample_dtype), sigma)
+            if self.on_step is not None:
+                self.on_step(index, step, x0)
+
+        self._check_interrupt()
+        committed = x0
+        if self.config.commit_renoise and self._commit_sigma > 0:
+            committed = add_noise(x0, self._noise_tensor(self.noise.commit(index, shape), shape), self._commit_sigma)
+        commit_input = self._model_input(committed, conditions)
+        self.model.forward_chunk(commit_input, self._commit_timestep, self._context, self.cache, start)
+        self._remember_commit_input(commit_input, start)
+
+        self._chunk_index += 1
+        self._next_frame += num_frames
+        chunk = LatentChunk(index=index, start_frame=start, latents=x0)
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
+        return chunk
+
+    # --- internals ---
+
+    def _rewind(self) -> None:
+        self._chunk_index = 0
+        self._next_frame = 0
+        if self.config.growing_cache:
+            self.cache = self.model.new_cache(
+                self.batch_size, self.latent_height, self.latent_width, 0, 0, growing=True
+            )
+
+    def _check_blocks_fit(self) -> None:
+        # The widest non-sink block must fit the rolling part of the cache; plan() says why if not.
+        probe_start = max(self.config.sink_frames, self.blocks.start(len(self.blocks.sizes) - 1))
+        for size in set(self.blocks.sizes):
+            self.cache.plan(probe_start, size)
+
+    def _set_conditions(self, conditions: StreamConditions, text_changed: bool) -> None:
+        if not isinstance(conditions, StreamConditions):
+            raise ValueError(f"conditions must be StreamConditions, got {type(conditions).__name__}")
+        text = conditions.text
+        if text.ndim != 3 or text.shape[0] != self.batch_size:
+            raise ValueError(f"text embeddings must be [{self.batch_size}, L, text_dim], got {tuple(text.shape)}")
+        if text_changed:
+            self._context = self.model.encode_context(text, conditions.image_tokens)
+        self._providers = conditions.providers()
+        self._conditions = conditions
+
+    def _apply_pending(self, allow_recache: bool = True) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        if self._conditions is None:
+            raise RuntimeError("the session has not been started; call start(conditions)")
+        recache = pending.pop("recache", self.config.recache_on_prompt_change)
+        text_changed = "text" in pending or "image_tokens" in pending
+        self._set_conditions(dataclasses.replace(self._conditions, **pending), text_changed)
+        if text_changed and recache and allow_recache and self._next_frame > 0:
+            self._recache()
+
+    def _recache(self) -> None:
+        if self._commit_inputs is None:
+            raise ValueError("recache needs the rolling cache (it is not available with growing_cache)")
+        frames = self.cache.held_frames(self._next_frame)
+        slots = torch.tensor([self.cache.slot_of(f) for f in frames], device=self._commit_inputs.device)
+        inputs = self._commit_inputs.index_select(2, slots)
+        blocks = [self.blocks.block_of(f) for f in frames]
+        self.model.recache(inputs, self._commit_timestep, self._context, self.cache, frames, blocks)
+
+    def _remember_commit_input(self, commit_input: torch.Tensor, start: int) -> None:
+        # Kept for every rolling-cache stream, so that any prompt change may ask for a re-cache:
+        # a window of latent frames is small next to the cache itself.
+        if self.config.growing_cache:
+            return
+        if self._commit_inputs is None or self._commit_inputs.shape[1] != commit_input.shape[1]:
+            shape = list(commit_input.shape)
+            shape[2] = self.cache.window_frames
+            self._commit_inputs = commit_input.new_zeros(shape)
+        for offset in range(commit_input.shape[2]):
+            self._commit_inputs[:, :, self.cache.slot_of(start + offset)] = commit_input[:, :, offset]
+
+    def _condition_channels(self, start: int, num_frames: int) -> torch.Tensor | None:
+        parts = []
+        expected = (self.batch_size, num_frames, self.latent_height, self.latent_width)
+        for position, provider in enumerate(self._providers):
+            part = provider(start, num_frames)
+            if not isinstance(part, torch.Tensor) or part.ndim != 5 or (part.shape[0], *part.shape[2:]) != expected:
+                got = tuple(part.shape) if isinstance(part, torch.Tensor) else type(part).__name__
+                raise ValueError(
+                    f"condition channel provider {position} ({_describe(provider)}) returned {got} for frames "
+                    f"[{start}, {start + num_frames}); expected [{self.batch_size}, C, {num_frames}, "
+                    f"{self.latent_height}, {self.latent_width}]"
+                )
+            parts.append(part.to(device=self.model.device, dtype=self._sample_dtype))
+        condition_channels = sum(p.shape[1] for p in parts)
+        config = self.model.config
+        if config.out_channels + condition_channels != config.in_channels:
+            layout = " + ".join([f"{config.out_channels} noisy"] + [f"{p.shape[1]} ({_describe(pr)})" for p, pr in zip(parts, self._providers)])
+            raise ValueError(
+                f"the model takes {config.in_channels} input channels but the stream provides {layout} = "
+                f"{config.out_channels + condition_channels}"
+            )
+        return torch.cat(parts, dim=1) if parts else None
+
+    def _model_input(self, latents: torch.Tensor, conditions: torch.Tensor | None) -> torch.Tensor:
+        return latents if conditions is None else torch.cat((latents, conditions), dim=1)
+
+    def _noise_tensor(self, noise: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"the noise source returned shape {tuple(noise.shape)}, expected {shape}")
+        return noise.to(device=self.model.device, dtype=self._sample_dtype)
+
+    def _check_interrupt(self) -> None:
+        if self.interrupt is not None and self.interrupt():
+            raise StreamInterrupted(f"interrupted while generating chunk {self._chunk_index}")
+
+
+def _describe(provider) -> str:
+    return getattr(provider, "__qualname__", None) or type(provider).__name__
