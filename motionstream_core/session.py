@@ -86,6 +86,14 @@ class StreamingConfig:
         settings = dict(rope_policy="absolute", shift=5.0, sink_frames=3, window_frames=9, block_frames=(3,))
         return cls(**{**settings, **overrides})
 
+    @classmethod
+    def for_checkpoint(cls, has_track_head: bool, is_image_to_video: bool, **overrides) -> "StreamingConfig":
+        """Best guess from what the weights hold: MotionStream-style image-to-video students with a
+        track head use Track-v0's settings; text-to-video causal students use Self-Forcing's."""
+        if has_track_head or is_image_to_video:
+            return cls.track_v0(**overrides)
+        return cls.self_forcing(**overrides)
+
 
 @dataclasses.dataclass
 class StreamConditions:

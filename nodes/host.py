@@ -14,6 +14,11 @@ try:
 except ImportError:
     _model_management = _comfy_utils = _folder_paths = None
 
+try:
+    from server import PromptServer as _PromptServer
+except ImportError:
+    _PromptServer = None
+
 MODEL_EXTENSIONS = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
 
@@ -82,6 +87,25 @@ def model_files(folder: str) -> list[str]:
     )
 
 
+def model_directory(folder: str) -> str:
+    """Where new files for a standard model folder go."""
+    if _folder_paths is not None:
+        return _folder_paths.get_folder_paths(folder)[0]
+    return str(_fallback_models_root() / folder)
+
+
+def model_directories(folder: str) -> list[str]:
+    """Sub-folders of a model folder that hold weights themselves (diffusers-style checkpoints)."""
+    roots = _folder_paths.get_folder_paths(folder) if _folder_paths is not None else [model_directory(folder)]
+    found = set()
+    for root in map(Path, roots):
+        if root.is_dir():
+            for child in root.iterdir():
+                if child.is_dir() and (any(child.glob("*.safetensors")) or (child / "transformer").is_dir()):
+                    found.add(child.name)
+    return sorted(found)
+
+
 def input_path(name: str) -> str:
     """A user file: absolute, or relative to ComfyUI's input folder (the working directory without ComfyUI)."""
     path = Path(name).expanduser()
@@ -94,9 +118,89 @@ def input_path(name: str) -> str:
 
 
 def model_path(folder: str, name: str) -> str:
+    """Full path of a file (or weights directory) listed by model_files / model_directories."""
     if _folder_paths is not None:
+        for root in _folder_paths.get_folder_paths(folder):
+            if (Path(root) / name).is_dir():
+                return str(Path(root) / name)
         return _folder_paths.get_full_path_or_raise(folder, name)
     path = _fallback_models_root() / folder / name
     if not path.exists():
         raise FileNotFoundError(f"model {name!r} not found in {path.parent}")
     return str(path)
+
+
+def free_memory() -> None:
+    if _model_management is not None:
+        _model_management.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _server():
+    return getattr(_PromptServer, "instance", None) if _PromptServer is not None else None
+
+
+def current_prompt_id() -> str | None:
+    server = _server()
+    return getattr(server, "last_prompt_id", None) if server is not None else None
+
+
+# Without a server, messages are kept here (the latest few) so scripts and tests can see them.
+sent_messages: list[tuple[str, dict]] = []
+
+
+def send_message(event: str, data: dict) -> None:
+    server = _server()
+    if server is not None:
+        server.send_sync(event, data, getattr(server, "client_id", None))
+    else:
+        sent_messages.append((event, data))
+        del sent_messages[:-64]
+
+
+def jpeg_base64(frames: torch.Tensor, quality: int = 85) -> list[str]:
+    """[T, H, W, 3] in 0..1 -> base64 JPEG strings (needs Pillow, which ComfyUI ships)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    encoded = []
+    for frame in (frames.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+        encoded.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return encoded
+
+
+def add_json_route(method: str, path: str, handler) -> bool:
+    """Registers `handler(body) -> (status, reply)` as a JSON route on ComfyUI's server, if there is one."""
+    server = _server()
+    if server is None:
+        return False
+    from aiohttp import web
+
+    async def route(request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the body is not JSON"}, status=400)
+        status, reply = handler(body)
+        return web.json_response(reply, status=status)
+
+    server.routes.route(method, path)(route)
+    return True
+
+
+MESSAGE_FRAMES = "motionstream.frames"
+
+
+def send_frames(node_id, frames: torch.Tensor, fps: float, chunk_index: int, done: bool) -> None:
+    """Streams decoded frames [T, H, W, 3] to the node's live preview player."""
+    data = {"node": str(node_id), "prompt_id": current_prompt_id(), "fps": fps, "chunk_index": chunk_index, "done": done}
+    if _server() is not None:
+        data["frames"] = jpeg_base64(frames)
+    else:
+        data["frame_count"] = int(frames.shape[0])
+    send_message(MESSAGE_FRAMES, data)

@@ -1,7 +1,6 @@
 """The pack imports as ComfyUI would import it, and its nodes follow the classic node contract."""
 
 import ast
-from pathlib import Path
 
 import torch
 
@@ -57,7 +56,8 @@ def test_model_loader_runs_without_the_host(pack, tmp_path, monkeypatch):
     loader = pack.NODE_CLASS_MAPPINGS["MotionStreamModelLoader"]
     assert "tiny.safetensors" in loader.INPUT_TYPES()["required"]["model_name"][0]
     (loaded,) = loader().load("tiny.safetensors", "fp32")
-    assert loaded.dit.config.num_layers == 2
+    assert loaded.dit.config.num_layers == 2 and loaded.track_encoder is None
+    assert loaded.streaming_defaults.rope_policy == "absolute"
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.dit.state_dict()[key], value), key
 

@@ -1,0 +1,64 @@
+"""Optional downloads of known weights through huggingface_hub, only when the user picks one."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from . import host
+
+DOWNLOAD_PREFIX = "download: "
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownWeights:
+    label: str
+    repo_id: str
+    folder: str  # ComfyUI model folder it goes to
+    target: str  # file or directory name inside that folder, what the loader then reads
+    files: tuple[str, ...] = ()  # empty: the whole repository (a diffusers-style directory)
+
+
+KNOWN_WEIGHTS = (
+    KnownWeights("Track-v0 (MotionStream-style I2V student)", "H1yori233/Track-v0", "diffusion_models", "Track-v0"),
+    KnownWeights("taew2_1 (Tiny VAE for Wan 2.1)", "madebyollin/taehv", "vae_approx", "taew2_1.pth", ("taew2_1.pth",)),
+)
+
+
+def choices(folder: str) -> list[str]:
+    present = set(host.model_files(folder)) | set(host.model_directories(folder))
+    return [DOWNLOAD_PREFIX + k.label for k in KNOWN_WEIGHTS if k.folder == folder and k.target not in present]
+
+
+def resolve(folder: str, name: str) -> str:
+    """The local path of a model choice, downloading it first when the choice is a download."""
+    if not name.startswith(DOWNLOAD_PREFIX):
+        return host.model_path(folder, name)
+    label = name[len(DOWNLOAD_PREFIX):]
+    known = next((k for k in KNOWN_WEIGHTS if k.label == label and k.folder == folder), None)
+    if known is None:
+        raise ValueError(f"unknown download {label!r}")
+    return download(known)
+
+
+def download(known: KnownWeights) -> str:
+    try:
+        import huggingface_hub
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError as error:
+        raise RuntimeError("downloading needs the huggingface_hub package (pip install huggingface_hub)") from error
+    root = Path(host.model_directory(known.folder))
+    destination = root / known.target
+    try:
+        if known.files:
+            for filename in known.files:
+                huggingface_hub.hf_hub_download(known.repo_id, filename, local_dir=root)
+        else:
+            huggingface_hub.snapshot_download(known.repo_id, local_dir=destination)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        raise RuntimeError(
+            f"could not download {known.repo_id} from Hugging Face ({type(error).__name__}: {error}). "
+            f"If this machine is offline, download it elsewhere and put it at {destination}"
+        ) from error
+    return os.fspath(destination)
