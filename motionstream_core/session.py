@@ -19,7 +19,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .block_schedule import BlockSchedule
-from .causal import ROPE_POLICIES, CausalWanModel
+from .causal import ROPE_POLICIES, CausalWanModel, KVCache
+from .guidance import Branch, branch_weights, guided_velocity
 from .image_conditioning import ConditionChannelProvider, FirstFrameCondition
 from .noise import NoiseSource, SeededNoise
 from .schedule import DEFAULT_DENOISING_STEPS, FlowMatchSchedule, add_noise, predicted_clean
@@ -52,6 +53,10 @@ class StreamingConfig:
     recache_on_prompt_change: bool = False
     # Unbounded cache that grows with the video: a baseline for tests and benchmarks only.
     growing_cache: bool = False
+    # Joint text-motion guidance (wt, wm); distilled students run without it (0, 0). Each branch
+    # that contributes keeps its own KV cache, so guidance costs one forward per branch.
+    text_scale: float = 0.0
+    motion_scale: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "denoising_steps", tuple(int(s) for s in self.denoising_steps))
@@ -59,6 +64,7 @@ class StreamingConfig:
         object.__setattr__(self, "block_frames", tuple(int(s) for s in block_frames))
         if self.rope_policy not in ROPE_POLICIES:
             raise ValueError(f"unknown rope_policy {self.rope_policy!r}; use one of {ROPE_POLICIES}")
+        branch_weights(self.text_scale, self.motion_scale)
         if self.growing_cache and self.recache_on_prompt_change:
             raise ValueError("recache_on_prompt_change needs the rolling cache; it is not available with growing_cache")
         # Raise early on a bad schedule rather than at the first chunk.
@@ -103,17 +109,32 @@ class StreamConditions:
     image-to-video checkpoints; first_frame_latents: VAE encoding [B, C, F_enc, H, W] of the first
     image followed by gray frames (becomes mask + latent channels, see `FirstFrameCondition`);
     channel_providers: further `(first_latent_frame, num_latent_frames) -> [B, C, F, H, W]`
-    callables, e.g. the track head. Input channels are [noisy | first frame | providers...].
+    callables; motion_providers: the same for motion (the track head), zeroed in the null-motion
+    guidance branch. Input channels are [noisy | first frame | channel providers | motion providers].
+    null_text: the negative/empty prompt embedding, needed when text guidance is on.
     """
 
     text: torch.Tensor
     image_tokens: torch.Tensor | None = None
     first_frame_latents: torch.Tensor | None = None
     channel_providers: Sequence[ConditionChannelProvider] = ()
+    motion_providers: Sequence[ConditionChannelProvider] = ()
+    null_text: torch.Tensor | None = None
 
     def providers(self) -> list[ConditionChannelProvider]:
         first = [FirstFrameCondition(self.first_frame_latents)] if self.first_frame_latents is not None else []
-        return first + list(self.channel_providers)
+        return first + list(self.channel_providers) + list(self.motion_providers)
+
+
+@dataclasses.dataclass
+class _BranchState:
+    """What one guidance branch carries from chunk to chunk."""
+
+    weight: float
+    cache: KVCache
+    context: list | None = None
+    # Model inputs of the committed frames, by cache slot: what a re-cache runs the model on.
+    commit_inputs: torch.Tensor | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,23 +204,32 @@ class StreamingSession:
         self._commit_sigma = config.commit_step / config.num_train_timesteps
         self.blocks = BlockSchedule(config.block_frames)
 
-        self.cache = self.model.new_cache(
-            batch_size, latent_height, latent_width, config.sink_frames, config.window_frames, growing=config.growing_cache
-        )
+        self._branches = {
+            branch: _BranchState(weight, self._new_cache()) for branch, weight in branch_weights(
+                config.text_scale, config.motion_scale).items()
+        }
         self._check_blocks_fit()
         self._sample_dtype = torch.promote_types(self.model.dtype, torch.float32)
-        # Model inputs of the committed frames, by cache slot: what a re-cache runs the model on.
-        self._commit_inputs: torch.Tensor | None = None
 
         self._lock = threading.Lock()
         self._pending: dict = {}
         self._conditions: StreamConditions | None = None
         self._providers: list[ConditionChannelProvider] = []
-        self._context = None
+        self._motion_provider_count = 0
+        self._motion_channels = 0
         self._chunk_index = 0
         self._next_frame = 0
 
     # --- state ---
+
+    @property
+    def cache(self) -> KVCache:
+        """The KV cache of the conditional branch (the only one without guidance)."""
+        return self._branches[Branch.CONDITIONAL].cache
+
+    @property
+    def caches(self) -> dict[Branch, KVCache]:
+        return {branch: state.cache for branch, state in self._branches.items()}
 
     @property
     def chunk_index(self) -> int:
@@ -249,6 +279,8 @@ class StreamingSession:
         image_tokens=_UNCHANGED,
         first_frame_latents=_UNCHANGED,
         channel_providers=_UNCHANGED,
+        motion_providers=_UNCHANGED,
+        null_text=_UNCHANGED,
         recache: bool | None = None,
     ) -> None:
         """Changes conditions from the next chunk that starts on; safe to call from another thread.
@@ -259,7 +291,7 @@ class StreamingSession:
             name: value
             for name, value in dict(
                 text=text, image_tokens=image_tokens, first_frame_latents=first_frame_latents,
-                channel_providers=channel_providers,
+                channel_providers=channel_providers, motion_providers=motion_providers, null_text=null_text,
             ).items()
             if value is not _UNCHANGED
         }
@@ -284,25 +316,33 @@ class StreamingSession:
         conditions = self._condition_channels(start, num_frames)
         shape = (self.batch_size, self.model.config.out_channels, num_frames, self.latent_height, self.latent_width)
 
+        def branch_velocity(x: torch.Tensor, timestep: torch.Tensor, branch: Branch) -> torch.Tensor:
+            self._check_interrupt()
+            state = self._branches[branch]
+            model_input = self._model_input(x, conditions, with_motion=branch.uses_motion)
+            return self.model.forward_chunk(model_input, timestep, state.context, state.cache, start).to(self._sample_dtype)
+
         x = self._noise_tensor(self.noise.initial(index, shape), shape)
         x0 = x
         for step, (timestep, sigma) in enumerate(zip(self._timesteps, self._sigmas)):
             if step > 0:
                 renoise = self._noise_tensor(self.noise.renoise(index, step, shape), shape)
                 x = add_noise(x0, renoise, sigma)
-            self._check_interrupt()
-            velocity = self.model.forward_chunk(self._model_input(x, conditions), timestep, self._context, self.cache, start)
+            velocity = guided_velocity(
+                lambda branch: branch_velocity(x, timestep, branch), self.config.text_scale, self.config.motion_scale
+            )
             x0 = predicted_clean(x, velocity.to(self._sample_dtype), sigma)
             if self.on_step is not None:
                 self.on_step(index, step, x0)
 
-        self._check_interrupt()
         committed = x0
         if self.config.commit_renoise and self._commit_sigma > 0:
             committed = add_noise(x0, self._noise_tensor(self.noise.commit(index, shape), shape), self._commit_sigma)
-        commit_input = self._model_input(committed, conditions)
-        self.model.forward_chunk(commit_input, self._commit_timestep, self._context, self.cache, start)
-        self._remember_commit_input(commit_input, start)
+        for branch, state in self._branches.items():
+            self._check_interrupt()
+            commit_input = self._model_input(committed, conditions, with_motion=branch.uses_motion)
+            self.model.forward_chunk(commit_input, self._commit_timestep, state.context, state.cache, start)
+            self._remember_commit_input(state, commit_input, start)
 
         self._chunk_index += 1
         self._next_frame += num_frames
@@ -313,13 +353,19 @@ class StreamingSession:
 
     # --- internals ---
 
+    def _new_cache(self) -> KVCache:
+        config = self.config
+        return self.model.new_cache(
+            self.batch_size, self.latent_height, self.latent_width, config.sink_frames, config.window_frames,
+            growing=config.growing_cache,
+        )
+
     def _rewind(self) -> None:
         self._chunk_index = 0
         self._next_frame = 0
         if self.config.growing_cache:
-            self.cache = self.model.new_cache(
-                self.batch_size, self.latent_height, self.latent_width, 0, 0, growing=True
-            )
+            for state in self._branches.values():
+                state.cache = self._new_cache()
 
     def _check_blocks_fit(self) -> None:
         # The widest non-sink block must fit the rolling part of the cache; plan() says why if not.
@@ -333,9 +379,16 @@ class StreamingSession:
         text = conditions.text
         if text.ndim != 3 or text.shape[0] != self.batch_size:
             raise ValueError(f"text embeddings must be [{self.batch_size}, L, text_dim], got {tuple(text.shape)}")
+        if Branch.NULL_TEXT in self._branches and conditions.null_text is None:
+            raise ValueError("text guidance (text_scale > 0) needs the negative/empty prompt embedding (null_text)")
+        if Branch.NULL_MOTION in self._branches and not conditions.motion_providers:
+            raise ValueError("motion guidance (motion_scale > 0) needs motion_providers (the track head)")
         if text_changed:
-            self._context = self.model.encode_context(text, conditions.image_tokens)
+            for branch, state in self._branches.items():
+                branch_text = text if branch.uses_text else conditions.null_text
+                state.context = self.model.encode_context(branch_text, conditions.image_tokens)
         self._providers = conditions.providers()
+        self._motion_provider_count = len(conditions.motion_providers)
         self._conditions = conditions
 
     def _apply_pending(self, allow_recache: bool = True) -> None:
@@ -346,31 +399,32 @@ class StreamingSession:
         if self._conditions is None:
             raise RuntimeError("the session has not been started; call start(conditions)")
         recache = pending.pop("recache", self.config.recache_on_prompt_change)
-        text_changed = "text" in pending or "image_tokens" in pending
+        text_changed = bool({"text", "image_tokens", "null_text"} & set(pending))
         self._set_conditions(dataclasses.replace(self._conditions, **pending), text_changed)
         if text_changed and recache and allow_recache and self._next_frame > 0:
             self._recache()
 
     def _recache(self) -> None:
-        if self._commit_inputs is None:
-            raise ValueError("recache needs the rolling cache (it is not available with growing_cache)")
-        frames = self.cache.held_frames(self._next_frame)
-        slots = torch.tensor([self.cache.slot_of(f) for f in frames], device=self._commit_inputs.device)
-        inputs = self._commit_inputs.index_select(2, slots)
-        blocks = [self.blocks.block_of(f) for f in frames]
-        self.model.recache(inputs, self._commit_timestep, self._context, self.cache, frames, blocks)
+        for state in self._branches.values():
+            if state.commit_inputs is None:
+                raise ValueError("recache needs the rolling cache (it is not available with growing_cache)")
+            frames = state.cache.held_frames(self._next_frame)
+            slots = torch.tensor([state.cache.slot_of(f) for f in frames], device=state.commit_inputs.device)
+            inputs = state.commit_inputs.index_select(2, slots)
+            blocks = [self.blocks.block_of(f) for f in frames]
+            self.model.recache(inputs, self._commit_timestep, state.context, state.cache, frames, blocks)
 
-    def _remember_commit_input(self, commit_input: torch.Tensor, start: int) -> None:
+    def _remember_commit_input(self, state: _BranchState, commit_input: torch.Tensor, start: int) -> None:
         # Kept for every rolling-cache stream, so that any prompt change may ask for a re-cache:
         # a window of latent frames is small next to the cache itself.
         if self.config.growing_cache:
             return
-        if self._commit_inputs is None or self._commit_inputs.shape[1] != commit_input.shape[1]:
+        if state.commit_inputs is None or state.commit_inputs.shape[1] != commit_input.shape[1]:
             shape = list(commit_input.shape)
-            shape[2] = self.cache.window_frames
-            self._commit_inputs = commit_input.new_zeros(shape)
+            shape[2] = state.cache.window_frames
+            state.commit_inputs = commit_input.new_zeros(shape)
         for offset in range(commit_input.shape[2]):
-            self._commit_inputs[:, :, self.cache.slot_of(start + offset)] = commit_input[:, :, offset]
+            state.commit_inputs[:, :, state.cache.slot_of(start + offset)] = commit_input[:, :, offset]
 
     def _condition_channels(self, start: int, num_frames: int) -> torch.Tensor | None:
         parts = []
@@ -393,10 +447,17 @@ class StreamingSession:
                 f"the model takes {config.in_channels} input channels but the stream provides {layout} = "
                 f"{config.out_channels + condition_channels}"
             )
+        self._motion_channels = sum(p.shape[1] for p in parts[len(parts) - self._motion_provider_count:]) \
+            if self._motion_provider_count else 0
         return torch.cat(parts, dim=1) if parts else None
 
-    def _model_input(self, latents: torch.Tensor, conditions: torch.Tensor | None) -> torch.Tensor:
-        return latents if conditions is None else torch.cat((latents, conditions), dim=1)
+    def _model_input(self, latents: torch.Tensor, conditions: torch.Tensor | None, with_motion: bool = True) -> torch.Tensor:
+        if conditions is None:
+            return latents
+        if not with_motion and self._motion_channels:
+            conditions = conditions.clone()
+            conditions[:, conditions.shape[1] - self._motion_channels:] = 0  # the "null motion" input
+        return torch.cat((latents, conditions), dim=1)
 
     def _noise_tensor(self, noise: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         if tuple(noise.shape) != shape:

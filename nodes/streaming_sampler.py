@@ -128,7 +128,7 @@ class MotionStreamStreamingSampler:
             text=text_embedding(positive).to(device, dtype),
             image_tokens=clip_image_tokens(clip_vision_output).to(device, dtype) if config.is_image_to_video else None,
             first_frame_latents=first_frame,
-            channel_providers=providers,
+            motion_providers=providers,
         )
         progress = host.Progress(latent_frames)
         dit.to(device)
