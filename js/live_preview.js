@@ -120,11 +120,13 @@ function setUpPreview(node) {
   const container = document.createElement("div");
   const player = createFramePlayer(container);
   node.motionstreamPlayer = player;
-  node.addDOMWidget("live_preview", "motionstream_live_preview", container, {
+  const previewWidget = node.addDOMWidget("live_preview", "motionstream_live_preview", container, {
     serialize: false,
     hideOnZoom: false,
     getMinHeight: () => MIN_PREVIEW_HEIGHT,
   });
+  // The option only keeps it out of the API prompt; this keeps it out of saved workflows too.
+  previewWidget.serialize = false;
   previewNodes.add(node);
   const onRemoved = node.onRemoved;
   node.onRemoved = function (...args) {

@@ -77,11 +77,13 @@ function setUpEditor(node) {
   });
   node.motionstreamEditor = editor;
 
-  node.addDOMWidget("track_editor", "motionstream_track_editor", container, {
+  const editorWidget = node.addDOMWidget("track_editor", "motionstream_track_editor", container, {
     serialize: false,
     hideOnZoom: false,
     getMinHeight: () => MIN_EDITOR_HEIGHT,
   });
+  // The option only keeps it out of the API prompt; this keeps it out of saved workflows too.
+  editorWidget.serialize = false;
 
   function loadValue() {
     try {

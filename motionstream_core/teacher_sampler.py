@@ -58,6 +58,20 @@ class TeacherSampler:
         self.motion_scale = motion_scale
         self.num_train_timesteps = num_train_timesteps
 
+    def _check_channels(self, noise: torch.Tensor, conditions: TeacherConditions) -> None:
+        parts = {"noisy latent": noise.shape[1]}
+        if conditions.condition_channels is not None:
+            parts["image conditioning"] = conditions.condition_channels.shape[1]
+        if conditions.track_channels is not None:
+            parts["tracks"] = conditions.track_channels.shape[1]
+        if sum(parts.values()) != self.model.config.in_channels:
+            layout = " + ".join(f"{count} {name}" for name, count in parts.items())
+            raise ValueError(
+                f"the model takes {self.model.config.in_channels} input channels, but the inputs give {layout} = "
+                f"{sum(parts.values())}; a text-to-video model takes no start image, and only models with a "
+                "track head take tracks"
+            )
+
     def _contexts(self, conditions: TeacherConditions):
         weights = branch_weights(self.text_scale, self.motion_scale)
         if Branch.NULL_MOTION in weights and conditions.track_channels is None:
@@ -99,6 +113,7 @@ class TeacherSampler:
 
         `on_step(step, total, x0_estimate)` runs after every step; it may raise to interrupt.
         """
+        self._check_channels(noise, conditions)
         contexts = self._contexts(conditions)
         x = noise
         total = len(self.sigmas) - 1

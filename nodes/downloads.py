@@ -27,8 +27,8 @@ KNOWN_WEIGHTS = (
 
 
 def choices(folder: str) -> list[str]:
-    present = set(host.model_files(folder)) | set(host.model_directories(folder))
-    return [DOWNLOAD_PREFIX + k.label for k in KNOWN_WEIGHTS if k.folder == folder and k.target not in present]
+    """Always listed, so a saved workflow keeps working after the first download."""
+    return [DOWNLOAD_PREFIX + k.label for k in KNOWN_WEIGHTS if k.folder == folder]
 
 
 def resolve(folder: str, name: str) -> str:
@@ -43,13 +43,15 @@ def resolve(folder: str, name: str) -> str:
 
 
 def download(known: KnownWeights) -> str:
+    destination = Path(host.model_directory(known.folder)) / known.target
+    if destination.exists():
+        return os.fspath(destination)
     try:
         import huggingface_hub
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     except ImportError as error:
         raise RuntimeError("downloading needs the huggingface_hub package (pip install huggingface_hub)") from error
-    root = Path(host.model_directory(known.folder))
-    destination = root / known.target
+    root = destination.parent
     try:
         if known.files:
             for filename in known.files:

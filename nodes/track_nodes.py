@@ -96,7 +96,10 @@ class MotionStreamLoadTracksFile:
             "required": {
                 "path": ("STRING", {"default": "", "tooltip": "Relative to ComfyUI's input folder, or absolute."}),
                 "format": (["CoTracker", "Wan-Move"],),
-                **_frame_inputs(),
+                "width": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 16,
+                                  "tooltip": "Frame size the tracks were made at; 0: read it from the file (CoTracker .npz)."}),
+                "height": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 16}),
+                "fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 240.0, "step": 1.0, "tooltip": "0: from the file, else 16."}),
             },
             "optional": {
                 "visibility_path": ("STRING", {"default": "", "tooltip": "Wan-Move *_visibility.npy, or a CoTracker visibility file."}),
@@ -112,11 +115,14 @@ class MotionStreamLoadTracksFile:
         path = host.input_path(path)
         visibility = host.input_path(visibility_path) if visibility_path else None
         if format == "CoTracker":
-            tracks = load_cotracker_tracks(path, width=width, height=height, fps=fps, visibility_path=visibility)
+            tracks = load_cotracker_tracks(path, width=width or None, height=height or None, fps=fps or None,
+                                           visibility_path=visibility)
         else:
             if visibility is None:
                 raise ValueError("Wan-Move tracks need their *_visibility.npy file (visibility_path)")
-            tracks = load_wan_move_tracks(path, visibility, width=width, height=height, fps=fps)
+            if not (width and height):
+                raise ValueError("Wan-Move track files do not store the frame size: set width and height")
+            tracks = load_wan_move_tracks(path, visibility, width=width, height=height, fps=fps or 16.0)
         return (tracks.to_comfy_tracks(),)
 
 

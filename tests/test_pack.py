@@ -2,6 +2,7 @@
 
 import ast
 
+import pytest
 import torch
 
 from conftest import REPO_ROOT
@@ -87,3 +88,29 @@ print(sorted(pack.NODE_CLASS_MAPPINGS))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "MotionStreamModelLoader" in result.stdout
+
+
+def test_downloads_stay_listed_and_are_reused_once_present(pack, tmp_path, monkeypatch):
+    downloads = pack.nodes.downloads
+    monkeypatch.setenv("MOTIONSTREAM_MODELS_DIR", str(tmp_path))
+    choice = next(c for c in downloads.choices("vae_approx") if "taew2_1" in c)
+    (tmp_path / "vae_approx").mkdir()
+    (tmp_path / "vae_approx" / "taew2_1.pth").write_bytes(b"present")
+    assert choice in downloads.choices("vae_approx"), "a saved workflow's choice must stay valid"
+    assert downloads.resolve("vae_approx", choice) == str(tmp_path / "vae_approx" / "taew2_1.pth")
+
+
+def test_offline_download_says_what_to_do(pack, tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    downloads = pack.nodes.downloads
+    monkeypatch.setenv("MOTIONSTREAM_MODELS_DIR", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise LocalEntryNotFoundError("no connection")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    choice = next(c for c in downloads.choices("diffusion_models") if "Track-v0" in c)
+    with pytest.raises(RuntimeError, match=r"offline.*diffusion_models/Track-v0"):
+        downloads.resolve("diffusion_models", choice)

@@ -1,5 +1,7 @@
 """The bidirectional teacher sampler integrates the flow ODE with joint guidance."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -10,9 +12,10 @@ from tiny_models import random_dit, tiny_config
 class PointMassModel:
     """Exact velocity of data concentrated at `target`: v(x, sigma) = (x - target) / sigma."""
 
-    def __init__(self, target):
+    def __init__(self, target, extra_channels=0):
         self.target = target
         self.calls = []
+        self.config = SimpleNamespace(in_channels=target.shape[1] + extra_channels)
 
     def encode_context(self, text, image_tokens=None):
         return [text]
@@ -44,7 +47,7 @@ def test_solvers_reach_the_data_point(solver):
 
 def test_branches_get_the_right_text_and_motion():
     target = torch.zeros(1, 4, 1, 2, 2, dtype=torch.float64)
-    model = PointMassModel(target)
+    model = PointMassModel(target, extra_channels=5)
     text, null_text = torch.ones(1, 1, 1), torch.zeros(1, 1, 1)
     tracks = torch.full((1, 3, 1, 2, 2), 7.0, dtype=torch.float64)
     condition = torch.full((1, 2, 1, 2, 2), 5.0, dtype=torch.float64)
@@ -62,6 +65,10 @@ def test_missing_conditions_are_named():
     sampler = TeacherSampler(PointMassModel(torch.zeros(1, 4, 1, 2, 2)), steps=1)
     with pytest.raises(ValueError, match="track channels"):
         sampler.sample(torch.zeros(1, 4, 1, 2, 2), TeacherConditions(text=torch.zeros(1, 1, 1), null_text=torch.zeros(1, 1, 1)))
+    with pytest.raises(ValueError, match=r"takes 4 input channels, but the inputs give 4 noisy latent \+ 2 image conditioning = 6"):
+        TeacherSampler(PointMassModel(torch.zeros(1, 4, 1, 2, 2)), steps=1, text_scale=0, motion_scale=0).sample(
+            torch.zeros(1, 4, 1, 2, 2),
+            TeacherConditions(text=torch.zeros(1, 1, 1), condition_channels=torch.zeros(1, 2, 1, 2, 2)))
     with pytest.raises(ValueError, match="unknown solver"):
         TeacherSampler(None, solver="rk45")
 
