@@ -43,6 +43,22 @@ class _ChunkRotary:
     visible_keys: RotaryEmbedding | None
 
 
+def _visible_with_chunk(
+    cache: KVCache, layer: int, slots: ChunkSlots, key: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `cache.visible` returns after writing the chunk, built out of place (the cache is untouched)."""
+    index = torch.tensor(slots.write_slots, device=key.device)
+    spliced = []
+    for buffer, chunk in ((cache.keys[layer], key), (cache.values[layer], value)):
+        held = buffer[:, : slots.visible_slots]
+        missing = slots.visible_slots - held.shape[1]
+        if missing > 0:  # a growing cache that has not been extended to this chunk yet
+            held = torch.cat((held, held.new_zeros(held.shape[0], missing, *held.shape[2:])), dim=1)
+        chunk = chunk.unflatten(1, (len(slots.write_slots), buffer.shape[2])).to(held.dtype)
+        spliced.append(held.index_copy(1, index, chunk).flatten(1, 2))
+    return spliced[0], spliced[1]
+
+
 class CausalWanModel:
     def __init__(self, transformer: WanDiT, rope_policy: str = "relative"):
         if rope_policy not in ROPE_POLICIES:
@@ -114,6 +130,34 @@ class CausalWanModel:
         The chunk's keys/values are written into its cache slots; calling this again for the same
         chunk (the next denoising step, or the commit pass of the clean chunk) overwrites them.
         """
+        return self._run_chunk(latents, timestep, context, cache, start_frame, write_cache=True)
+
+    def forward_chunk_with_grad(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor | float,
+        context: list[CrossAttentionContext],
+        cache: KVCache,
+        start_frame: int,
+    ) -> torch.Tensor:
+        """`forward_chunk` for training: autograd runs through the chunk, and the cache is only read.
+
+        The chunk attends to exactly what `forward_chunk` would let it attend to, but its own
+        keys/values are spliced into a copy of the visible cache instead of being written: the
+        commit pass and later chunks write the cache in place, which would otherwise invalidate
+        the tensors saved for backward. No gradient reaches earlier chunks through the cache.
+        """
+        return self._run_chunk(latents, timestep, context, cache, start_frame, write_cache=False)
+
+    def _run_chunk(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor | float,
+        context: list[CrossAttentionContext],
+        cache: KVCache,
+        start_frame: int,
+        write_cache: bool,
+    ) -> torch.Tensor:
         model = self.transformer
         tokens, grid = model.patchify(latents.to(self.device))
         self._check_geometry(cache, grid, tokens.shape[0])
@@ -126,8 +170,11 @@ class CausalWanModel:
         def self_attention(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if rotary.cached_keys is not None:
                 k = rotary.cached_keys.apply(k)
-            cache.write(layer, slots.write_slots, k, v)
-            keys, values = cache.visible(layer, slots)
+            if write_cache:
+                cache.write(layer, slots.write_slots, k, v)
+                keys, values = cache.visible(layer, slots)
+            else:
+                keys, values = _visible_with_chunk(cache, layer, slots, k, v)
             if rotary.visible_keys is not None:
                 keys = rotary.visible_keys.apply(keys)
             return attention(rotary.query.apply(q), keys, values)
