@@ -61,7 +61,8 @@ class MotionStreamTinyVAELoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vae_name": (host.model_files("vae_approx") + downloads.choices("vae_approx"), {
+                # Not "vae_name": the front end reserves that name for its full-VAE asset browser.
+                "tiny_vae_name": (host.model_files("vae_approx") + downloads.choices("vae_approx"), {
                     "tooltip": "TAEHV for Wan 2.1 (taew2_1 / lighttaew2_1) in models/vae_approx."}),
                 "dtype": (["fp16", "bf16", "fp32"], {"default": "fp16", "tooltip": "fp32 is used on the CPU regardless."}),
             }
@@ -73,8 +74,8 @@ class MotionStreamTinyVAELoader:
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the Tiny VAE that decodes each streamed chunk to frames at a fraction of the full VAE's cost."
 
-    def load(self, vae_name, dtype="fp16"):
-        path = downloads.resolve("vae_approx", vae_name)
+    def load(self, tiny_vae_name, dtype="fp16"):
+        path = downloads.resolve("vae_approx", tiny_vae_name)
         device = host.compute_device()
         chosen = DTYPES[dtype] if device.type != "cpu" else torch.float32
         return (TinyVAE.from_file(path, device=device, dtype=chosen).eval(),)

@@ -293,7 +293,7 @@ def _common_nodes() -> dict:
     return {
         "1": {"class_type": "LotusConditioning", "inputs": {}},
         "2": {"class_type": "MotionStreamModelLoader", "inputs": {"model_name": TINY_MODEL, "weight_dtype": "fp32"}},
-        "3": {"class_type": "MotionStreamTinyVAELoader", "inputs": {"vae_name": TINY_VAE, "dtype": "fp32"}},
+        "3": {"class_type": "MotionStreamTinyVAELoader", "inputs": {"tiny_vae_name": TINY_VAE, "dtype": "fp32"}},
         "4": {"class_type": "MotionStreamTrackEditor", "inputs": {"tracks_json": _tracks_json()}},
     }
 
@@ -325,7 +325,7 @@ def test_object_info_lists_every_pack_node(comfy, pack):
             assert list(served["input"].get(section, {})) == list(expected.get(section, {})), f"{name} {section}"
         assert served["category"].startswith("MotionStream"), name
     assert TINY_MODEL in info["MotionStreamModelLoader"]["input"]["required"]["model_name"][0]
-    assert TINY_VAE in info["MotionStreamTinyVAELoader"]["input"]["required"]["vae_name"][0]
+    assert TINY_VAE in info["MotionStreamTinyVAELoader"]["input"]["required"]["tiny_vae_name"][0]
 
 
 def test_live_tracks_route_is_registered(comfy):

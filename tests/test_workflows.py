@@ -50,7 +50,7 @@ FRONTEND_WIDGETS = {"MotionStreamTrackEditor": 1, "MotionStreamStreamingSampler"
 # Pack combos whose choices are the files on disk (and known downloads): only strings are checked.
 DYNAMIC_PACK_COMBOS = {
     ("MotionStreamModelLoader", "model_name"): "diffusion_models",
-    ("MotionStreamTinyVAELoader", "vae_name"): "vae_approx",
+    ("MotionStreamTinyVAELoader", "tiny_vae_name"): "vae_approx",
 }
 TITLE_BAR = 30  # LiteGraph draws a node's title above `pos`
 
