@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .track_head import TrackEncoder
+from .track_head import TrackHeadInputs
 
 DEFAULT_GRID_SIZE = 50
 DEFAULT_RADIUS = 0.15
@@ -107,28 +107,7 @@ class DragController:
             self._frames.append(self._positions_at(len(self._frames) / self.fps))
         return torch.stack(self._frames[first_frame : first_frame + num_frames])
 
-
-class DragTrackProvider:
-    """Condition-channel provider (first latent frame, count) -> track channels, for the streaming session."""
-
-    def __init__(self, controller: DragController, encoder: TrackEncoder, latent_height: int, latent_width: int):
-        self.controller = controller
-        self.encoder = encoder
-        self.latent_height = latent_height
-        self.latent_width = latent_width
-
-    @torch.no_grad()
-    def __call__(self, first_latent_frame: int, num_latent_frames: int) -> torch.Tensor:
-        start, stop = self.encoder.pixel_frame_range(first_latent_frame, num_latent_frames)
-        coords = self.controller.frame_positions(start, stop - start).unsqueeze(0)
-        weight = self.encoder.temporal_conv.weight
-        return self.encoder.encode_window(
-            coords.to(weight.device),
-            torch.ones(coords.shape[:3], device=weight.device),
-            self.controller.track_ids.unsqueeze(0).to(weight.device),
-            latent_start=first_latent_frame,
-            latent_frames=num_latent_frames,
-            latent_height=self.latent_height,
-            latent_width=self.latent_width,
-            pixel_start=start,
-        )
+    def track_window(self, start: int, stop: int) -> TrackHeadInputs:
+        """Track-head inputs of pixel frames [start, stop): a source for `TrackChannelProvider`."""
+        coords = self.frame_positions(start, stop - start).unsqueeze(0)
+        return TrackHeadInputs(coords, torch.ones(coords.shape[:3]), self.track_ids.unsqueeze(0))

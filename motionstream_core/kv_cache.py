@@ -66,7 +66,29 @@ def _copy_into_slots(buffer: torch.Tensor, slots: Sequence[int], tokens: torch.T
         buffer[:, slot : slot + length].copy_(tokens[:, source : source + length])
 
 
-class RollingKVCache:
+class _KeyValueBuffers:
+    """Per-layer key and value tensors [B, frames, tokens_per_frame, H, D] and what reads them."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.keys)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [*self.keys, *self.values]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def visible(self, layer: int, slots: ChunkSlots) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views [B, visible_slots * tokens_per_frame, H, D] of the keys and values a chunk attends to."""
+        n = slots.visible_slots
+        return self.keys[layer][:, :n].flatten(1, 2), self.values[layer][:, :n].flatten(1, 2)
+
+
+class RollingKVCache(_KeyValueBuffers):
     """One key and one value tensor [B, window_frames, tokens_per_frame, H, D] per layer."""
 
     def __init__(
@@ -99,16 +121,6 @@ class RollingKVCache:
         shape = (batch_size, window_frames, tokens_per_frame, num_heads, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.keys)
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [*self.keys, *self.values]
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors())
 
     def slot_of(self, frame: int) -> int:
         if frame < self.sink_frames:
@@ -148,13 +160,8 @@ class RollingKVCache:
         _copy_into_slots(self.keys[layer], slots, key)
         _copy_into_slots(self.values[layer], slots, value)
 
-    def visible(self, layer: int, slots: ChunkSlots) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views [B, visible_slots * tokens_per_frame, H, D] of the keys and values a chunk attends to."""
-        n = slots.visible_slots
-        return self.keys[layer][:, :n].flatten(1, 2), self.values[layer][:, :n].flatten(1, 2)
 
-
-class GrowingKVCache:
+class GrowingKVCache(_KeyValueBuffers):
     """A cache that keeps every frame and grows by reallocation: the unbounded baseline.
 
     Only for tests and benchmarks: memory and per-chunk time grow with video length, which is
@@ -179,18 +186,8 @@ class GrowingKVCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
 
     @property
-    def num_layers(self) -> int:
-        return len(self.keys)
-
-    @property
     def window_frames(self) -> int:
         return self.keys[0].shape[1]
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [*self.keys, *self.values]
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors())
 
     def slot_of(self, frame: int) -> int:
         return frame
@@ -212,7 +209,3 @@ class GrowingKVCache:
             self.values[layer] = torch.cat((self.values[layer], pad), dim=1)
         _copy_into_slots(self.keys[layer], slots, key)
         _copy_into_slots(self.values[layer], slots, value)
-
-    def visible(self, layer: int, slots: ChunkSlots) -> tuple[torch.Tensor, torch.Tensor]:
-        n = slots.visible_slots
-        return self.keys[layer][:, :n].flatten(1, 2), self.values[layer][:, :n].flatten(1, 2)

@@ -19,6 +19,8 @@ Weights load from Track-v0-format checkpoints with
 
 from __future__ import annotations
 
+from typing import Callable
+
 import math
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -242,6 +244,41 @@ def track_head_inputs(tracks: TrackSet, device: torch.device | str | None = None
         visibility=tracks.visibility.to(torch.float32).unsqueeze(0).to(device),
         track_ids=tracks.track_ids.unsqueeze(0).to(device),
     )
+
+
+class TrackChannelProvider:
+    """Condition-channel provider for the streaming session: track channels of a latent window.
+
+    `source(start, stop)` gives the head inputs of pixel frames [start, stop) as they are when the
+    chunk starts (live edits land here), or None for no tracks, which yields zero channels: the
+    null-motion input the models are trained with.
+    """
+
+    def __init__(
+        self,
+        encoder: TrackEncoder,
+        source: Callable[[int, int], TrackHeadInputs | None],
+        latent_height: int,
+        latent_width: int,
+    ):
+        self.encoder = encoder
+        self.source = source
+        self.latent_height = latent_height
+        self.latent_width = latent_width
+
+    @torch.no_grad()
+    def __call__(self, first_latent_frame: int, num_latent_frames: int) -> torch.Tensor:
+        weight = self.encoder.temporal_conv.weight
+        start, stop = self.encoder.pixel_frame_range(first_latent_frame, num_latent_frames)
+        inputs = self.source(start, stop)
+        if inputs is None:
+            return torch.zeros(1, self.encoder.channels, num_latent_frames, self.latent_height, self.latent_width,
+                               device=weight.device, dtype=weight.dtype)
+        return self.encoder.encode_window(
+            inputs.coords.to(weight.device), inputs.visibility.to(weight.device), inputs.track_ids.to(weight.device),
+            latent_start=first_latent_frame, latent_frames=num_latent_frames,
+            latent_height=self.latent_height, latent_width=self.latent_width, pixel_start=start,
+        )
 
 
 def _check_inputs(coords: torch.Tensor, visibility: torch.Tensor, track_ids: torch.Tensor) -> None:

@@ -69,7 +69,9 @@ def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.unflatten(-1, (num_heads, -1))
 
 
-class SelfAttention(nn.Module):
+class AttentionProjections(nn.Module):
+    """The q/k/v/o projections and q/k RMS norms that self- and cross-attention share."""
+
     def __init__(self, config: WanConfig):
         super().__init__()
         self.num_heads = config.num_heads
@@ -80,6 +82,8 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(config.dim, config.eps) if config.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(config.dim, config.eps) if config.qk_norm else nn.Identity()
 
+
+class SelfAttention(AttentionProjections):
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised, head-split query/key/value [B, L, H, D] before any rotation."""
         q = _split_heads(self.norm_q(self.q(x)), self.num_heads)
@@ -98,16 +102,9 @@ class CrossAttentionContext:
     image_value: torch.Tensor | None = None
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(AttentionProjections):
     def __init__(self, config: WanConfig):
-        super().__init__()
-        self.num_heads = config.num_heads
-        self.q = nn.Linear(config.dim, config.dim)
-        self.k = nn.Linear(config.dim, config.dim)
-        self.v = nn.Linear(config.dim, config.dim)
-        self.o = nn.Linear(config.dim, config.dim)
-        self.norm_q = RMSNorm(config.dim, config.eps) if config.qk_norm else nn.Identity()
-        self.norm_k = RMSNorm(config.dim, config.eps) if config.qk_norm else nn.Identity()
+        super().__init__(config)
         if config.is_image_to_video:
             self.k_img = nn.Linear(config.dim, config.dim)
             self.v_img = nn.Linear(config.dim, config.dim)

@@ -12,6 +12,7 @@ import threading
 from typing import Callable
 
 from motionstream_core.track_formats import tracks_from_widget_json
+from motionstream_core.track_head import TrackHeadInputs, track_head_inputs
 from motionstream_core.tracks import TrackSet
 
 from . import host
@@ -30,6 +31,14 @@ class LiveTracks:
     def tracks(self) -> TrackSet | None:
         with self._lock:
             return self._tracks
+
+    def window(self, start: int, stop: int) -> TrackHeadInputs | None:
+        """Track-head inputs of pixel frames [start, stop) as they are now (None: no tracks)."""
+        tracks = self.tracks
+        if tracks is None:
+            return None
+        inputs = track_head_inputs(tracks)
+        return TrackHeadInputs(inputs.coords[:, start:stop], inputs.visibility[:, start:stop], inputs.track_ids)
 
     def replace(self, tracks: TrackSet) -> None:
         converted = self._convert(tracks)  # validate and map before taking the lock

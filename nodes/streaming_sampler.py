@@ -9,7 +9,7 @@ import torch
 
 from motionstream_core.latent_space import to_vae_space
 from motionstream_core.session import StreamConditions, StreamingSession
-from motionstream_core.track_head import TrackEncoder, track_head_inputs
+from motionstream_core.track_head import TrackChannelProvider
 
 from . import host
 from .inputs import (
@@ -20,31 +20,6 @@ from .inputs import (
     tracks_for_generation,
 )
 from .live_control import LiveTracks, running_stream
-
-class LiveTrackChannels:
-    """Condition-channel provider reading the live tracks as each chunk starts."""
-
-    def __init__(self, encoder: TrackEncoder, live: LiveTracks, latent_height: int, latent_width: int):
-        self.encoder = encoder
-        self.live = live
-        self.latent_height = latent_height
-        self.latent_width = latent_width
-
-    @torch.no_grad()
-    def __call__(self, first_latent_frame: int, num_latent_frames: int) -> torch.Tensor:
-        weight = self.encoder.temporal_conv.weight
-        tracks = self.live.tracks
-        if tracks is None:  # no tracks: the "null motion" input the model was trained with
-            return torch.zeros(1, self.encoder.channels, num_latent_frames, self.latent_height, self.latent_width,
-                               device=weight.device, dtype=weight.dtype)
-        start, stop = self.encoder.pixel_frame_range(first_latent_frame, num_latent_frames)
-        inputs = track_head_inputs(tracks, device=weight.device)
-        return self.encoder.encode_window(
-            inputs.coords[:, start:stop], inputs.visibility[:, start:stop], inputs.track_ids,
-            latent_start=first_latent_frame, latent_frames=num_latent_frames,
-            latent_height=self.latent_height, latent_width=self.latent_width, pixel_start=start,
-        )
-
 
 def _parse_steps(text: str) -> tuple[int, ...] | None:
     if not text.strip():
@@ -121,7 +96,7 @@ class MotionStreamStreamingSampler:
         live = LiveTracks(to_generation(tracks) if tracks is not None else None, to_generation)
         providers = []
         if model.track_encoder is not None:
-            providers.append(LiveTrackChannels(model.track_encoder.to(device), live, latent_height, latent_width))
+            providers.append(TrackChannelProvider(model.track_encoder.to(device), live.window, latent_height, latent_width))
         elif tracks is not None:
             raise ValueError("this checkpoint has no track head, so it cannot follow tracks; disconnect them or load a motion model")
         conditions = StreamConditions(

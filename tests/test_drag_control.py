@@ -3,25 +3,21 @@
 import pytest
 import torch
 
-from motionstream_core.drag_control import DragController, DragTrackProvider, cosine_falloff
-from motionstream_core.track_head import TrackEncoder
+from motionstream_core.drag_control import DragController, cosine_falloff
+from motionstream_core.track_head import TrackChannelProvider, TrackEncoder
 
 BLOCKS = [1, 3, 3, 3, 3]  # latent frames per chunk: first chunk of 1, then 3s
 
 
-def _provider(controller):
+def _chunks(controller, edit_after_chunk=None, edit=None):
     torch.manual_seed(0)
-    encoder = TrackEncoder(id_dim=32, channels=8)
-    return DragTrackProvider(controller, encoder, latent_height=6, latent_width=10)
-
-
-def _chunks(provider, edit_after_chunk=None, edit=None):
+    provider = TrackChannelProvider(TrackEncoder(id_dim=32, channels=8), controller.track_window, 6, 10)
     outputs, start = [], 0
     for index, frames in enumerate(BLOCKS):
         outputs.append(provider(start, frames))
         start += frames
         if index == edit_after_chunk:
-            edit(provider.controller)
+            edit(controller)
     return outputs
 
 
@@ -33,8 +29,8 @@ def _drag_right(controller):
 
 @pytest.mark.parametrize("k", [0, 1, 2])
 def test_an_edit_during_chunk_k_changes_only_later_chunks(k):
-    untouched = _chunks(_provider(DragController(fps=16)))
-    edited = _chunks(_provider(DragController(fps=16)), edit_after_chunk=k, edit=_drag_right)
+    untouched = _chunks(DragController(fps=16))
+    edited = _chunks(DragController(fps=16), edit_after_chunk=k, edit=_drag_right)
     for index in range(k + 1):
         torch.testing.assert_close(edited[index], untouched[index], rtol=0, atol=0)
     assert (edited[k + 1] - untouched[k + 1]).abs().max() > 1e-4
