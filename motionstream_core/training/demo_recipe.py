@@ -1,0 +1,373 @@
+"""The end-to-end recipe of the embedded demo model, on synthetic sprite clips, on a CPU.
+
+    python -m motionstream_core.training.demo_recipe --out runs/demo --minutes 30
+
+1. data: `synthetic_motion` clips at 128x128, encoded once with a `PatchCodec` (4x4 pixels per
+   latent cell, 16 channels, PCA fitted on the first clips); the first-frame condition is the
+   encoding of the first frame followed by a gray frame (image-to-video, Track-v0 layout
+   16 noisy + 4 mask + 16 first-frame + 16 track = 52 input channels);
+2. stage 1, teacher: rectified flow matching with the track head (`TeacherTrainer`);
+3. stage 2, causal ODE initialisation: teacher trajectories with motion guidance, computed once
+   into a pool and regressed by a block-causal copy (`OdeInitTrainer`);
+4. stage 3, Self-Forcing DMD (`SelfForcingDMDTrainer`) through the demo's own streaming cache.
+
+Each stage runs for a share of the wall-clock budget (or a step cap) and writes its weights
+(`teacher.safetensors`, `ode_init.safetensors`, `dmd.safetensors`, `dmd_ema.safetensors`, each
+loadable with `load_weights`/`load_dit`, the codec in the metadata); the last stage that ran
+is copied to `demo_model.safetensors`. Losses go to `metrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import WanConfig
+from ..patch_codec import PatchCodec
+from ..session import StreamingConfig
+from ..synthetic_motion import SyntheticMotionConfig, clip_seed, generate_clip
+from ..wan_dit import WanDiT
+from .checkpoints import load_weights, save_weights
+from .conditioned_model import TrackConditionedDiT
+from .data import ClipAugmentation, ClipBatch, track_fields
+from .ode_init import OdeInitConfig, OdeInitTrainer
+from .self_forcing_dmd import SelfForcingDMDConfig, SelfForcingDMDTrainer
+from .teacher import TeacherTrainer, TeacherTrainingConfig, build_teacher
+from .flow_matching import SigmaSampler
+
+DEMO_SIZE = 128
+DEMO_FPS = 16.0
+DEMO_TEXT_DIM = 16
+TRACK_CHANNELS = 16
+MASK_CHANNELS = 4
+
+
+def demo_wan_config(**overrides) -> WanConfig:
+    """The demo transformer before its track channels are added (36 inputs; 52 with the tracks)."""
+    values = dict(
+        dim=128, ffn_dim=384, num_heads=4, num_layers=4, in_channels=16 + MASK_CHANNELS + 16, out_channels=16,
+        text_dim=DEMO_TEXT_DIM, freq_dim=64, text_len=1, patch_size=(1, 4, 4),
+    )
+    values.update(overrides)
+    return WanConfig(**values)
+
+
+def demo_streaming_config(**overrides) -> StreamingConfig:
+    """Track-v0 geometry: relative RoPE, shift 6, a first block of 1 frame kept as the sink, blocks of 3, window 6."""
+    return StreamingConfig.track_v0(**overrides)
+
+
+def demo_text(batch: int = 1) -> torch.Tensor:
+    """The demo has no prompt: one fixed (all-zero) text embedding, also used as the null prompt."""
+    return torch.zeros(batch, 1, DEMO_TEXT_DIM)
+
+
+@dataclasses.dataclass
+class RecipeConfig:
+    out: str = "runs/demo"
+    minutes: float = 30.0
+    # Shares of the budget per stage (teacher, ode_init incl. its trajectories, dmd).
+    shares: tuple[float, float, float] = (0.55, 0.27, 0.18)
+    # Step caps per stage (None = run until the stage's share of the budget is spent).
+    teacher_steps: int | None = None
+    ode_steps: int | None = None
+    dmd_steps: int | None = None
+    pool_clips: int = 3000
+    clip_frames: int = 13  # latent = pixel frames; 1 + 3 + 3 + 3 + 3 blocks
+    batch_size: int = 8
+    codec_fit_clips: int = 64
+    ode_batches: int | None = None  # trajectory batches (None: about 40% of the stage's budget)
+    ode_teacher_steps: int = 16
+    motion_scale: float = 1.5
+    lr: float = 6e-4
+    ode_lr: float = 3e-4
+    dmd_lr: float = 1e-4
+    critic_lr: float = 3e-4
+    generator_update_every: int = 3
+    save_every_s: float = 120.0
+    seed: int = 0
+    wan: dict = dataclasses.field(default_factory=dict)  # overrides of demo_wan_config
+    track_id_dim: int = 64
+    threads: int | None = None
+    # Start the teacher from these weights (e.g. the teacher.safetensors of an earlier, shorter run).
+    teacher_init: str | None = None
+    min_tracks: int = 3
+    # Fastest sprite speed of the training clips (pixels per frame); the benchmark's clips use 2.5.
+    max_speed: float = 5.0
+    # Keep the clips' own track ids (0 .. N-1 in sprite order) instead of fresh random ones: the id
+    # embeddings then mean the same from clip to clip, which a CPU budget learns far faster. The demo
+    # renumbers any tracks it is given to 0 .. N-1 (see `motionstream_core.demo`).
+    fixed_track_ids: bool = True
+
+
+def make_pool(
+    codec: PatchCodec, count: int, frames: int, seed: int, size: int = DEMO_SIZE, max_speed: float = 2.5
+) -> list[dict]:
+    """Encoded training clips (dicts of ClipBatch fields without the batch dimension)."""
+    config = SyntheticMotionConfig(width=size, height=size, num_frames=frames, fps=DEMO_FPS, max_speed=max_speed)
+    pool = []
+    for index in range(count):
+        clip = generate_clip(config, clip_seed(seed, index))
+        pool.append(encode_clip(codec, clip.frames, clip.tracks))
+    return pool
+
+
+def encode_clip(codec: PatchCodec, frames: torch.Tensor, tracks) -> dict:
+    latents = codec.encode_images(frames)[0]
+    first = torch.cat((frames[:1], torch.full_like(frames[:1], 0.5)))  # first frame, then a gray frame
+    return {
+        "latents": latents,
+        "first_frame_latents": codec.encode_images(first)[0],
+        "text": demo_text()[0],
+        **track_fields(tracks),
+    }
+
+
+def fit_codec(count: int, seed: int, size: int = DEMO_SIZE) -> PatchCodec:
+    config = SyntheticMotionConfig(width=size, height=size, num_frames=9, fps=DEMO_FPS)
+    frames = torch.cat([generate_clip(config, clip_seed(seed + 1_000_003, i)).frames for i in range(count)])
+    return PatchCodec.fit(frames, channels=16, factor=4)
+
+
+class _Batches:
+    def __init__(self, pool: list[dict], batch_size: int, seed: int):
+        self.pool, self.batch_size = pool, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+        self.drawn = 0
+
+    def next(self) -> ClipBatch:
+        if len(self.order) < self.batch_size:
+            self.order += torch.randperm(len(self.pool), generator=self.generator).tolist()
+        indices, self.order = self.order[: self.batch_size], self.order[self.batch_size:]
+        ids = [self.drawn + i for i in range(len(indices))]
+        self.drawn += len(indices)
+        return ClipBatch.collate([self.pool[i] for i in indices], sample_ids=ids)
+
+
+def _metadata(codec: PatchCodec, stage: str, extra: dict | None = None) -> dict[str, str]:
+    info = {"codec": codec.to_json(), "track_ids": "renumber", "demo_stage": stage, "demo_size": str(DEMO_SIZE), "demo_fps": str(DEMO_FPS)}
+    info.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    return info
+
+
+def run_recipe(config: RecipeConfig, log=print) -> Path:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = (out / "metrics.jsonl").open("a")
+    budget = config.minutes * 60.0
+    started = time.monotonic()
+
+    def record(stage: str, step: int, values: dict) -> None:
+        metrics.write(json.dumps({"stage": stage, "step": step, "t": round(time.monotonic() - started, 1), **values}) + "\n")
+        metrics.flush()
+
+    torch.manual_seed(config.seed)
+    codec = fit_codec(config.codec_fit_clips, config.seed)
+    pool = make_pool(codec, config.pool_clips, config.clip_frames, config.seed, max_speed=config.max_speed)
+    log(f"data: {len(pool)} clips of {config.clip_frames} frames encoded in {time.monotonic() - started:.0f} s")
+    streaming = demo_streaming_config()
+
+    # --- stage 1: teacher ---
+    stage_end = started + budget * config.shares[0]
+    base = WanDiT(demo_wan_config(**config.wan))
+    teacher = build_teacher(base, TRACK_CHANNELS, id_dim=config.track_id_dim, temporal_compression=1)
+    if config.teacher_init:
+        initial, _ = load_weights(config.teacher_init)
+        teacher.load_state_dict(initial.state_dict())
+        log(f"teacher starts from {config.teacher_init}")
+    optimizer = torch.optim.AdamW(teacher.parameters(), lr=config.lr, weight_decay=0.01)
+    teacher_config = TeacherTrainingConfig(
+        sigma=SigmaSampler(shift=3.0),
+        augmentation=ClipAugmentation(min_tracks=config.min_tracks, max_tracks=64, text_dropout=0.0, motion_dropout=0.1,
+                                      randomize_track_ids=not config.fixed_track_ids),
+    )
+    trainer = TeacherTrainer(teacher, optimizer, teacher_config, seed=config.seed)
+    batches = _Batches(pool, config.batch_size, config.seed)
+    last_save, losses = time.monotonic(), []
+    path = out / "teacher.safetensors"
+    while (config.teacher_steps is None and time.monotonic() < stage_end) or \
+            (config.teacher_steps is not None and trainer.step < config.teacher_steps):
+        loss = trainer.train_step(batches.next())["loss"]
+        losses.append(loss)
+        record("teacher", trainer.step - 1, {"loss": loss})
+        if trainer.step % 50 == 0:
+            log(f"teacher step {trainer.step}: loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if time.monotonic() - last_save > config.save_every_s:
+            save_weights(path, teacher, streaming, metadata=_metadata(codec, "teacher", {"steps": trainer.step}))
+            last_save = time.monotonic()
+    save_weights(path, teacher, streaming, metadata=_metadata(codec, "teacher", {"steps": trainer.step}))
+    log(f"teacher: {trainer.step} steps, last-50 loss {_tail(losses):.4f}, {time.monotonic() - started:.0f} s")
+
+    # --- stage 2: causal ODE initialisation ---
+    stage_start = time.monotonic()
+    stage_end = stage_start + budget * config.shares[1]
+    student = teacher.clone()
+    ode_config = OdeInitConfig(
+        teacher_steps=config.ode_teacher_steps, text_scale=0.0, motion_scale=config.motion_scale,
+        augmentation=ClipAugmentation(min_tracks=10_000, max_tracks=10_000, temporal_mask_probability=0.0,
+                                      text_dropout=0.0, motion_dropout=0.0, randomize_track_ids=not config.fixed_track_ids),
+    )
+    ode = OdeInitTrainer(student, teacher, torch.optim.AdamW(student.parameters(), lr=config.ode_lr), streaming,
+                         ode_config, seed=config.seed + 1)
+    trajectories = []
+    trajectory_deadline = stage_start + 0.4 * (stage_end - stage_start)
+    while (config.ode_batches is None and (not trajectories or time.monotonic() < trajectory_deadline)) or \
+            (config.ode_batches is not None and len(trajectories) < config.ode_batches):
+        batch = batches.next()
+        augmented = ode.config.augmentation(batch, seed=len(trajectories))
+        trajectories.append((augmented, ode.trajectory(augmented, seed=1_000 + len(trajectories))))
+    log(f"ode_init: {len(trajectories)} trajectory batches in {time.monotonic() - stage_start:.0f} s")
+    losses = []
+    path = out / "ode_init.safetensors"
+    last_save = time.monotonic()
+    while (config.ode_steps is None and time.monotonic() < stage_end) or \
+            (config.ode_steps is not None and ode.step < config.ode_steps):
+        batch, trajectory = trajectories[ode.step % len(trajectories)]
+        loss = ode.train_step(batch, trajectory)["loss"]
+        losses.append(loss)
+        record("ode_init", ode.step - 1, {"loss": loss})
+        if ode.step % 50 == 0:
+            log(f"ode_init step {ode.step}: loss {_tail(losses):.4f}")
+        if time.monotonic() - last_save > config.save_every_s:
+            save_weights(path, student, streaming, metadata=_metadata(codec, "ode_init", {"steps": ode.step}))
+            last_save = time.monotonic()
+    save_weights(path, student, streaming, metadata=_metadata(codec, "ode_init", {"steps": ode.step}))
+    log(f"ode_init: {ode.step} steps, last-50 loss {_tail(losses):.4f}, {time.monotonic() - started:.0f} s")
+    final = path
+
+    # --- stage 3: Self-Forcing DMD ---
+    stage_end = time.monotonic() + budget * config.shares[2]
+    if config.dmd_steps != 0:
+        critic = teacher.clone().requires_grad_(True)
+        dmd_config = SelfForcingDMDConfig(
+            teacher_frames=config.clip_frames, text_scale=0.0, motion_scale=config.motion_scale,
+            generator_update_every=config.generator_update_every, ema_decay=0.95,
+            augmentation=ClipAugmentation(min_tracks=config.min_tracks, max_tracks=64, text_dropout=0.0,
+                                          motion_dropout=0.0, randomize_track_ids=not config.fixed_track_ids),
+        )
+        dmd = SelfForcingDMDTrainer(
+            student, critic, teacher,
+            torch.optim.AdamW(student.parameters(), lr=config.dmd_lr, betas=(0.0, 0.999)),
+            torch.optim.AdamW(critic.parameters(), lr=config.critic_lr, betas=(0.0, 0.999)),
+            streaming, dmd_config, seed=config.seed + 2,
+        )
+        generator_losses, critic_losses = [], []
+        last_save = time.monotonic()
+
+        def save_dmd():
+            extra = {"steps": dmd.step}
+            save_weights(out / "dmd.safetensors", student, streaming, metadata=_metadata(codec, "dmd", extra))
+            save_weights(out / "dmd_ema.safetensors", student, streaming, state_dict=dmd.ema.shadow,
+                         metadata=_metadata(codec, "dmd_ema", extra))
+
+        while (config.dmd_steps is None and time.monotonic() < stage_end) or \
+                (config.dmd_steps is not None and dmd.step < config.dmd_steps):
+            values = dmd.train_step(batches.next())
+            record("dmd", dmd.step - 1, values)
+            critic_losses.append(values["critic_loss"])
+            if "generator_loss" in values:
+                generator_losses.append(values["generator_loss"])
+            if dmd.step % 10 == 0:
+                log(f"dmd step {dmd.step}: generator {_tail(generator_losses):.4f} critic {_tail(critic_losses):.4f}")
+            if time.monotonic() - last_save > config.save_every_s:
+                save_dmd()
+                last_save = time.monotonic()
+        save_dmd()
+        log(f"dmd: {dmd.step} steps, generator {_tail(generator_losses):.4f}, critic {_tail(critic_losses):.4f}, "
+            f"{time.monotonic() - started:.0f} s")
+        final = out / "dmd_ema.safetensors"
+    shutil.copyfile(final, out / "demo_model.safetensors")
+    metrics.close()
+    return out / "demo_model.safetensors"
+
+
+DEMO_CLIP_DATASET_SEED = 2026
+DEMO_CLIP_FRAMES = 64  # 4 s at 16 fps: the first block of 1 frame, then 21 blocks of 3
+
+
+def demo_clip(frames: int = DEMO_CLIP_FRAMES):
+    """The example clip: the first held-out clip with three moving sprites on a noise background."""
+    config = SyntheticMotionConfig(width=DEMO_SIZE, height=DEMO_SIZE, num_frames=frames, fps=DEMO_FPS, min_sprites=3)
+    for index in range(1000):
+        clip = generate_clip(config, clip_seed(DEMO_CLIP_DATASET_SEED, index))
+        kinds = clip.metadata.trajectory_kinds
+        if clip.metadata.background_kind == "noise" and "static" not in kinds and len(set(kinds)) == len(kinds):
+            return clip
+    raise RuntimeError("no example clip found")
+
+
+def export_demo_assets(model_path: str | Path, assets_dir: str | Path, dtype: torch.dtype = torch.float16) -> dict:
+    """Writes demo_model.safetensors (weights in `dtype`, metadata kept), demo_image.npy and demo_tracks.json."""
+    import numpy as np
+
+    from ..track_formats import tracks_to_widget_json
+    from ..weights import read_metadata, read_state_dict, write_safetensors_atomically
+
+    assets = Path(assets_dir)
+    assets.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in read_state_dict(model_path).items()}
+    write_safetensors_atomically(tensors, assets / "demo_model.safetensors", read_metadata(model_path))
+    clip = demo_clip()
+    image = (clip.frames[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    np.save(assets / "demo_image.npy", image)
+    (assets / "demo_tracks.json").write_text(tracks_to_widget_json(clip.tracks))
+    return {name: (assets / name).stat().st_size for name in ("demo_model.safetensors", "demo_image.npy", "demo_tracks.json")}
+
+
+def _tail(values: list[float], count: int = 50) -> float:
+    values = values[-count:]
+    return sum(values) / len(values) if values else math.nan
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of the three stages")
+    parser.add_argument("--teacher-steps", type=int)
+    parser.add_argument("--ode-steps", type=int)
+    parser.add_argument("--dmd-steps", type=int)
+    parser.add_argument("--ode-batches", type=int)
+    parser.add_argument("--ode-teacher-steps", type=int, default=16)
+    parser.add_argument("--pool-clips", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--codec-fit-clips", type=int, default=64)
+    parser.add_argument("--shares", type=float, nargs=3, default=(0.55, 0.27, 0.18))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher-init", help="start the teacher from these weights")
+    parser.add_argument("--min-tracks", type=int, default=3, help="fewest tracks a training clip keeps")
+    parser.add_argument("--max-speed", type=float, default=5.0, help="fastest sprite speed of training clips, px/frame")
+    parser.add_argument("--clip-frames", type=int, default=13, help="frames per training clip (1 + 3k)")
+    parser.add_argument("--random-track-ids", action="store_true", help="train with fresh random track ids per clip")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--export-assets", metavar="DIR",
+                        help="after training, write the shipped assets (fp16 weights, example image and tracks) to DIR")
+    parser.add_argument("--export-only", metavar="WEIGHTS", help="skip training: export these weights with --export-assets")
+    parser.add_argument("--wan", default="{}", help="JSON overrides of the demo WanConfig (e.g. '{\"num_layers\": 2}')")
+    args = parser.parse_args(argv)
+    if args.export_only:
+        print(export_demo_assets(args.export_only, args.export_assets or "motionstream_core/assets"))
+        return
+    config = RecipeConfig(
+        out=args.out, minutes=args.minutes, teacher_steps=args.teacher_steps, ode_steps=args.ode_steps,
+        dmd_steps=args.dmd_steps, ode_batches=args.ode_batches, ode_teacher_steps=args.ode_teacher_steps,
+        pool_clips=args.pool_clips, batch_size=args.batch_size, codec_fit_clips=args.codec_fit_clips,
+        shares=tuple(args.shares), seed=args.seed, teacher_init=args.teacher_init, min_tracks=args.min_tracks, max_speed=args.max_speed, fixed_track_ids=not args.random_track_ids, clip_frames=args.clip_frames, threads=args.threads, wan=json.loads(args.wan),
+    )
+    final = run_recipe(config, log=lambda m: print(m, flush=True))
+    print(f"wrote {final}")
+    if args.export_assets:
+        print(export_demo_assets(final, args.export_assets))
+
+
+if __name__ == "__main__":
+    main()

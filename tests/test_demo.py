@@ -1,0 +1,99 @@
+"""The embedded demo: the shipped model, image and tracks load; the codec round-trips; the main job
+writes an animated PNG; the demo recipe runs end to end on a tiny budget."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from motionstream_core.demo import (
+    MODEL_FILE, asset_path, load_demo_image, load_demo_model, load_demo_tracks, main, read_apng_info, write_apng,
+)
+from motionstream_core.patch_codec import PatchCodec
+from motionstream_core.synthetic_motion import SyntheticMotionConfig, generate_clip
+from motionstream_core.weights import load_dit, read_metadata
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_shipped_model_loads_through_load_dit_and_the_demo_loader():
+    path = asset_path(MODEL_FILE)
+    assert path.stat().st_size < 8 * 2**20
+    transformer, track_weights = load_dit(path)
+    assert transformer.config.in_channels == 16 + 4 + 16 + 16  # noisy + mask + first frame + tracks
+    assert transformer.config.out_channels == 16
+    assert track_weights  # the track head travels with it
+    metadata = read_metadata(path)
+    assert {"config", "streaming_config", "codec"} <= set(metadata)
+    demo = load_demo_model()
+    assert demo.size == 128 and demo.latent_size == 32 and demo.codec.channels == 16
+    assert demo.model.track_encoder.temporal_compression == 1
+    assert demo.streaming.sink_frames >= 1 and demo.model.transformer.dtype == torch.float32
+
+
+def test_shipped_image_and_tracks():
+    image = load_demo_image()
+    assert image.shape == (3, 128, 128) and 0 <= float(image.min()) and float(image.max()) <= 1
+    tracks = load_demo_tracks()
+    assert (tracks.width, tracks.height) == (128, 128) and tracks.num_frames >= 16 and tracks.num_tracks >= 1
+
+
+def test_codec_round_trips_synthetic_frames():
+    clip = generate_clip(SyntheticMotionConfig(num_frames=5), seed=123)
+    shipped = load_demo_model().codec
+    fitted = PatchCodec.fit(generate_clip(SyntheticMotionConfig(num_frames=5), seed=7).frames, channels=16, factor=4)
+    for codec in (shipped, fitted, PatchCodec.from_json(fitted.to_json())):
+        latents = codec.encode_images(clip.frames)
+        assert latents.shape == (1, 16, 5, 32, 32)
+        error = (codec.decode_images(latents) - clip.frames).abs()
+        assert float(error.mean()) < 0.01 and float(error.max()) < 0.5
+    # The basis is orthonormal, and decoding what is in its span is exact.
+    torch.testing.assert_close(fitted.basis @ fitted.basis.T, torch.eye(16), atol=1e-5, rtol=0)
+    latents = torch.randn(1, 16, 2, 4, 4) * 0.1
+    torch.testing.assert_close(fitted.encode(fitted.decode(latents)), latents, atol=1e-4, rtol=0)
+
+
+def test_apng_writer(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, size=(3, 5, 7, 3), dtype=np.uint8)
+    info = read_apng_info(write_apng(tmp_path / "x.png", frames, fps=16))
+    assert (info["width"], info["height"], info["num_frames"], info["frame_controls"]) == (7, 5, 3, 3)
+    assert info["chunks"][0] == b"IHDR" and info["chunks"][-1] == b"IEND" and b"fdAT" in info["chunks"]
+
+
+def test_main_job_writes_an_animated_png(tmp_path, capsys):
+    output = tmp_path / "demo.png"
+    assert main(["--output", str(output), "--frames", "7", "--scale", "1"]) == 0
+    info = read_apng_info(output)
+    assert (info["width"], info["height"], info["num_frames"]) == (128, 128, 7)
+    report = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert report["frames"] == 7 and report["frames_per_second"] > 0
+    assert main(["--output", str(tmp_path / "free.png"), "--frames", "4", "--no-sinks", "--no-tracks"]) == 0
+    assert read_apng_info(tmp_path / "free.png")["width"] == 256  # default 2x pixel repeat
+
+
+def test_streaming_is_deterministic_and_follows_the_track_head():
+    demo = load_demo_model()
+    image, tracks = load_demo_image(), load_demo_tracks()
+    first = demo.stream(image, tracks, 4, seed=3).frames
+    assert first.shape == (4, 3, 128, 128)
+    assert torch.equal(first, demo.stream(image, tracks, 4, seed=3).frames)
+    assert not torch.equal(first, demo.stream(image, None, 4, seed=3).frames)
+
+
+def test_tiny_recipe_runs_all_three_stages(tmp_path):
+    from motionstream_core.training.demo_recipe import RecipeConfig, run_recipe
+
+    config = RecipeConfig(
+        out=str(tmp_path), teacher_steps=1, ode_steps=1, dmd_steps=1, ode_batches=1, pool_clips=2, batch_size=2,
+        codec_fit_clips=1, ode_teacher_steps=2, clip_frames=4, track_id_dim=8,
+        wan=dict(dim=32, ffn_dim=48, num_heads=2, num_layers=1),
+    )
+    final = run_recipe(config, log=lambda message: None)
+    stages = [json.loads(line)["stage"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert stages == ["teacher", "ode_init", "dmd"]
+    for name in ("teacher", "ode_init", "dmd", "dmd_ema"):
+        assert (tmp_path / f"{name}.safetensors").is_file()
+    demo = load_demo_model(final)
+    assert demo.model.config.dim == 32
+    assert demo.stream(load_demo_image(), load_demo_tracks(), 4).frames.shape == (4, 3, 128, 128)
