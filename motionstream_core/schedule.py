@@ -17,6 +17,11 @@ import torch
 DEFAULT_DENOISING_STEPS = (1000, 750, 500, 250)
 
 
+def shift_sigma(sigma, shift: float):
+    """The flow-matching shift sigma' = shift * sigma / (1 + (shift - 1) * sigma); shift > 1 favours noise."""
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
 class FlowMatchSchedule:
     def __init__(self, shift: float = 5.0, num_train_timesteps: int = 1000):
         if shift <= 0:
@@ -27,7 +32,7 @@ class FlowMatchSchedule:
         self.num_train_timesteps = int(num_train_timesteps)
         linear = torch.linspace(1.0, 0.0, self.num_train_timesteps + 1, dtype=torch.float32)
         # Entry i is raw step num_train_timesteps - i; the last entry (raw step 0) is sigma 0.
-        self._sigmas = self.shift * linear / (1 + (self.shift - 1) * linear)
+        self._sigmas = shift_sigma(linear, self.shift)
         self._timesteps = self._sigmas * self.num_train_timesteps
 
     def _index(self, raw_step: int) -> int:
@@ -56,11 +61,24 @@ class FlowMatchSchedule:
         return self._timesteps[indices].clone(), self._sigmas[indices].to(torch.float64)
 
 
-def add_noise(clean: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Flow-matching forward process x_sigma = (1 - sigma) * x0 + sigma * eps."""
+def _broadcast(sigma, like: torch.Tensor):
+    """A float as is; a per-clip [B] or per-frame [B, F] tensor shaped to broadcast over [B, C, F, H, W]."""
+    if not isinstance(sigma, torch.Tensor):
+        return sigma
+    sigma = sigma.to(device=like.device, dtype=like.dtype)
+    if sigma.ndim == 1:
+        return sigma[:, None, None, None, None]
+    if sigma.ndim == 2:
+        return sigma[:, None, :, None, None]
+    return sigma
+
+
+def add_noise(clean: torch.Tensor, noise: torch.Tensor, sigma) -> torch.Tensor:
+    """Flow-matching forward process x_sigma = (1 - sigma) * x0 + sigma * eps (sigma: float, [B] or [B, F])."""
+    sigma = _broadcast(sigma, clean)
     return (1 - sigma) * clean + sigma * noise.to(clean.dtype)
 
 
-def predicted_clean(noisy: torch.Tensor, velocity: torch.Tensor, sigma: float) -> torch.Tensor:
-    """x0 from a velocity prediction v = eps - x0: x0 = x_sigma - sigma * v."""
-    return noisy - sigma * velocity.to(noisy.dtype)
+def predicted_clean(noisy: torch.Tensor, velocity: torch.Tensor, sigma) -> torch.Tensor:
+    """x0 from a velocity prediction v = eps - x0: x0 = x_sigma - sigma * v (sigma: float, [B] or [B, F])."""
+    return noisy - _broadcast(sigma, noisy) * velocity.to(noisy.dtype)

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from .guidance import DEFAULT_MOTION_SCALE, DEFAULT_TEXT_SCALE, Branch, branch_weights, guided_velocity
+from .schedule import shift_sigma
 from .wan_dit import WanDiT
 
 SOLVERS = ("euler", "heun")
@@ -25,8 +26,7 @@ def shifted_sigmas(steps: int, shift: float, device=None) -> torch.Tensor:
         raise ValueError(f"the teacher needs at least one step, got {steps}")
     if shift <= 0:
         raise ValueError(f"the schedule shift must be positive, got {shift}")
-    linear = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64, device=device)
-    return shift * linear / (1 + (shift - 1) * linear)
+    return shift_sigma(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64, device=device), shift)
 
 
 @dataclasses.dataclass

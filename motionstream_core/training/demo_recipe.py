@@ -35,7 +35,6 @@ from ..session import StreamingConfig
 from ..synthetic_motion import SyntheticMotionConfig, clip_seed, generate_clip
 from ..wan_dit import WanDiT
 from .checkpoints import load_weights, save_weights
-from .conditioned_model import TrackConditionedDiT
 from .data import ClipAugmentation, ClipBatch, track_fields
 from .ode_init import OdeInitConfig, OdeInitTrainer
 from .self_forcing_dmd import SelfForcingDMDConfig, SelfForcingDMDTrainer

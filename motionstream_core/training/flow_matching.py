@@ -11,14 +11,10 @@ from typing import Sequence
 
 import torch
 
+from ..schedule import add_noise, shift_sigma
 from .seeding import per_sample_rand, per_sample_randn
 
 SIGMA_DISTRIBUTIONS = ("shifted_uniform", "logit_normal")
-
-
-def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
-    """The flow-matching shift sigma' = shift * sigma / (1 + (shift - 1) * sigma); shift > 1 favours noise."""
-    return shift * sigma / (1 + (shift - 1) * sigma)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,26 +48,6 @@ class SigmaSampler:
         return shift_sigma(sigma, self.shift).clamp(self.min_sigma, self.max_sigma)
 
 
-def noised(clean: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """x_sigma for per-clip sigma [B] (or per-frame [B, F])."""
-    sigma = _broadcast(sigma, clean)
-    return (1 - sigma) * clean + sigma * noise
-
-
-def clean_from_velocity(noisy: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """x0 = x_sigma - sigma * v for per-clip or per-frame sigma."""
-    return noisy - _broadcast(sigma, noisy) * velocity.to(noisy.dtype)
-
-
-def _broadcast(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    sigma = torch.as_tensor(sigma, device=like.device).to(like.dtype)
-    if sigma.ndim == 1:
-        return sigma[:, None, None, None, None]
-    if sigma.ndim == 2:
-        return sigma[:, None, :, None, None]
-    return sigma
-
-
 def flow_matching_loss(
     predict_velocity,
     clean: torch.Tensor,
@@ -81,7 +57,7 @@ def flow_matching_loss(
 ) -> torch.Tensor:
     """Mean squared velocity error of `predict_velocity(noisy, timesteps)` on clips noised to `sigma`."""
     noise = per_sample_randn(noise_generators, clean.shape[1:], dtype=clean.dtype, device=clean.device)
-    noisy = noised(clean, noise, sigma)
+    noisy = add_noise(clean, noise, sigma)
     timesteps = (sigma * num_train_timesteps).to(clean.device)
     prediction = predict_velocity(noisy, timesteps)
     return torch.nn.functional.mse_loss(prediction.float(), (noise - clean).float())

@@ -18,13 +18,12 @@ import torch
 
 from ..block_schedule import BlockSchedule
 from ..guidance import DEFAULT_MOTION_SCALE, DEFAULT_TEXT_SCALE
-from ..schedule import FlowMatchSchedule
+from ..schedule import FlowMatchSchedule, predicted_clean
 from ..session import StreamingConfig
 from ..teacher_sampler import SOLVERS, shifted_sigmas
 from . import distributed
 from .conditioned_model import TrackConditionedDiT
 from .data import ClipAugmentation, ClipBatch
-from .flow_matching import clean_from_velocity
 from .seeding import STREAM_NOISE, STREAM_ROLLOUT, per_sample_randn, sample_generators, step_seed
 
 
@@ -161,7 +160,7 @@ def ode_regression_loss(
         noisy, timesteps, batch.text, batch.condition_channels(), student.track_channels(batch),
         image_tokens=batch.image_tokens, attention_mask=mask,
     )
-    prediction = clean_from_velocity(noisy, velocity, sigma)
+    prediction = predicted_clean(noisy, velocity, sigma)
     return torch.nn.functional.mse_loss(prediction.float(), trajectory.clean.float())
 
 

@@ -37,7 +37,7 @@ from . import distributed
 from .conditioned_model import TrackConditionedDiT
 from .data import ClipAugmentation, ClipBatch
 from .ema import ExponentialMovingAverage
-from .flow_matching import SigmaSampler, clean_from_velocity, flow_matching_loss, noised
+from .flow_matching import SigmaSampler, flow_matching_loss
 from .seeding import (
     STREAM_CRITIC, STREAM_CRITIC_NOISE, STREAM_ROLLOUT, STREAM_SCORE, PerSampleNoise, per_sample_randn, sample_generators,
     step_generator, step_seed,
@@ -252,7 +252,7 @@ class SelfForcingDMDTrainer:
         sigma = self.config.score_sigma.sample(score_generators).to(window.device)
         noise = per_sample_randn(score_generators, window.shape[1:], window.dtype, window.device)
         with torch.no_grad():
-            noisy = noised(window.detach(), noise, sigma)
+            noisy = add_noise(window.detach(), noise, sigma)
             timesteps = sigma * self.config.num_train_timesteps
             condition, teacher_tracks = self._window_inputs(self.teacher, batch, generated, start)
             contexts = self.teacher.branch_contexts(
@@ -265,8 +265,8 @@ class SelfForcingDMDTrainer:
             fake_velocity = self.critic.velocity(
                 noisy, timesteps, batch.text, condition, critic_tracks, image_tokens=batch.image_tokens
             )
-            real_clean = clean_from_velocity(noisy, real_velocity, sigma)
-            fake_clean = clean_from_velocity(noisy, fake_velocity, sigma)
+            real_clean = predicted_clean(noisy, real_velocity, sigma)
+            fake_clean = predicted_clean(noisy, fake_velocity, sigma)
         return dmd_loss(window, real_clean, fake_clean)
 
     def critic_loss(self, batch: ClipBatch, seed: int) -> torch.Tensor:
