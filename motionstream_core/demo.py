@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from .patch_codec import PatchCodec
 from .session import StreamConditions, StreamingConfig, StreamingSession
 from .track_formats import tracks_from_widget_json
-from .track_head import track_head_inputs
+from .track_geometry import rescale_tracks
+from .track_head import TrackChannelProvider, TrackHeadInputs, track_head_inputs
 from .tracks import TrackSet
 from .training.checkpoints import load_weights
 from .training.conditioned_model import TrackConditionedDiT
@@ -88,28 +89,24 @@ class DemoModel:
         frames = torch.stack((image, torch.full_like(image, 0.5)))
         return self.codec.encode_images(frames)
 
-    def track_provider(self, tracks: TrackSet | None) -> Callable[[int, int], torch.Tensor]:
+    def track_provider(self, tracks: TrackSet | None) -> TrackChannelProvider:
         """Track channels of a window of latent frames (one latent frame per video frame); zeros without tracks.
 
         The demo model was trained with the synthetic clips' own track ids (0 .. N-1), so tracks
         are renumbered 0 .. N-1 in the order given (the widget's ids are arbitrary labels).
         """
-        encoder = self.model.track_encoder
-        latent = self.latent_size
-        if tracks is None:
-            return lambda start, frames: torch.zeros(1, encoder.channels, frames, latent, latent)
-        inputs = track_head_inputs(tracks)
-        if self.renumber_track_ids:
-            inputs = inputs._replace(track_ids=torch.arange(tracks.num_tracks, dtype=torch.int64)[None])
+        inputs = None
+        if tracks is not None:
+            inputs = track_head_inputs(tracks)
+            if self.renumber_track_ids:
+                inputs = inputs._replace(track_ids=torch.arange(tracks.num_tracks, dtype=torch.int64)[None])
 
-        def provide(start: int, frames: int) -> torch.Tensor:
-            with torch.no_grad():
-                return encoder.encode_window(
-                    inputs.coords, inputs.visibility, inputs.track_ids,
-                    latent_start=start, latent_frames=frames, latent_height=latent, latent_width=latent,
-                )
+        def window(start: int, stop: int) -> TrackHeadInputs | None:
+            if inputs is None:
+                return None
+            return TrackHeadInputs(inputs.coords[:, start:stop], inputs.visibility[:, start:stop], inputs.track_ids)
 
-        return provide
+        return TrackChannelProvider(self.model.track_encoder, window, self.latent_size, self.latent_size)
 
     def session(self, seed: int = 0, sinks: bool = True) -> StreamingSession:
         streaming = self.streaming if sinks else dataclasses.replace(self.streaming, sink_frames=0)
@@ -187,15 +184,6 @@ def load_demo_image(path: str | Path | None = None) -> torch.Tensor:
 def load_demo_tracks(path: str | Path | None = None) -> TrackSet:
     path = Path(path) if path is not None else asset_path(TRACKS_FILE)
     return tracks_from_widget_json(path.read_text())
-
-
-def fit_tracks(tracks: TrackSet, size: int) -> TrackSet:
-    """The tracks on a `size` x `size` frame (coordinates scale with the frame)."""
-    if (tracks.width, tracks.height) == (size, size):
-        return tracks
-    scale = torch.tensor([size / tracks.width, size / tracks.height])
-    return TrackSet(tracks.points * scale, tracks.visibility, size, size, tracks.fps,
-                    track_ids=tracks.track_ids, static=tracks.static)
 
 
 # --- animated PNG (APNG), stdlib only ---
@@ -278,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     image = load_demo_image(args.image)
     if tuple(image.shape[1:]) != (demo.size, demo.size):
         image = F.interpolate(image[None], size=(demo.size, demo.size), mode="bilinear", align_corners=False)[0]
-    tracks = None if args.no_tracks else fit_tracks(load_demo_tracks(args.tracks), demo.size)
+    tracks = None if args.no_tracks else rescale_tracks(load_demo_tracks(args.tracks), demo.size, demo.size)
     num_frames = args.frames or (tracks.num_frames if tracks is not None else DEFAULT_FRAMES)
     result = demo.stream(image, tracks, num_frames, seed=args.seed, sinks=not args.no_sinks)
     frames = result.frames
