@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from .guidance import DEFAULT_MOTION_SCALE, DEFAULT_TEXT_SCALE, Branch, branch_weights, guided_velocity
+from .model_input import assemble_input, branch_contexts
 from .schedule import shift_sigma
 from .wan_dit import WanDiT
 
@@ -58,46 +59,18 @@ class TeacherSampler:
         self.motion_scale = motion_scale
         self.num_train_timesteps = num_train_timesteps
 
-    def _check_channels(self, noise: torch.Tensor, conditions: TeacherConditions) -> None:
-        parts = {"noisy latent": noise.shape[1]}
-        if conditions.condition_channels is not None:
-            parts["image conditioning"] = conditions.condition_channels.shape[1]
-        if conditions.track_channels is not None:
-            parts["tracks"] = conditions.track_channels.shape[1]
-        if sum(parts.values()) != self.model.config.in_channels:
-            layout = " + ".join(f"{count} {name}" for name, count in parts.items())
-            raise ValueError(
-                f"the model takes {self.model.config.in_channels} input channels, but the inputs give {layout} = "
-                f"{sum(parts.values())}; a text-to-video model takes no start image, and only models with a "
-                "track head take tracks"
-            )
-
     def _contexts(self, conditions: TeacherConditions):
-        weights = branch_weights(self.text_scale, self.motion_scale)
-        if Branch.NULL_MOTION in weights and conditions.track_channels is None:
+        if Branch.NULL_MOTION in branch_weights(self.text_scale, self.motion_scale) and conditions.track_channels is None:
             raise ValueError("motion guidance (motion_scale > 0) needs track channels")
-        if Branch.NULL_TEXT in weights and conditions.null_text is None:
-            raise ValueError("text guidance (text_scale > 0) needs a negative/empty prompt embedding (null_text)")
-        contexts = {}
-        for branch in weights:
-            text = conditions.text if branch.uses_text else conditions.null_text
-            contexts[branch] = self.model.encode_context(text, conditions.image_tokens)
-        return contexts
-
-    def _model_input(self, noisy: torch.Tensor, conditions: TeacherConditions, with_motion: bool) -> torch.Tensor:
-        parts = [noisy]
-        if conditions.condition_channels is not None:
-            parts.append(conditions.condition_channels.to(noisy.dtype))
-        if conditions.track_channels is not None:
-            tracks = conditions.track_channels.to(noisy.dtype)
-            parts.append(tracks if with_motion else torch.zeros_like(tracks))
-        return torch.cat(parts, dim=1)
+        return branch_contexts(self.model.encode_context, conditions.text, conditions.null_text,
+                               conditions.image_tokens, self.text_scale, self.motion_scale)
 
     def velocity(self, noisy: torch.Tensor, sigma: float, conditions: TeacherConditions, contexts) -> torch.Tensor:
         timestep = torch.full((noisy.shape[0],), sigma * self.num_train_timesteps, dtype=torch.float64)
 
         def predict(branch: Branch) -> torch.Tensor:
-            model_input = self._model_input(noisy, conditions, branch.uses_motion)
+            model_input = assemble_input(noisy, conditions.condition_channels, conditions.track_channels,
+                                         self.model.config.in_channels, branch.uses_motion)
             return self.model(model_input, timestep, contexts[branch]).to(noisy.dtype)
 
         return guided_velocity(predict, self.text_scale, self.motion_scale).to(noisy.dtype)
@@ -113,7 +86,6 @@ class TeacherSampler:
 
         `on_step(step, total, x0_estimate)` runs after every step; it may raise to interrupt.
         """
-        self._check_channels(noise, conditions)
         contexts = self._contexts(conditions)
         x = noise
         total = len(self.sigmas) - 1

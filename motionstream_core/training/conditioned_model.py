@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..guidance import Branch, branch_weights, guided_velocity
+from ..model_input import assemble_input, branch_contexts
 from ..track_head import TrackEncoder
 from ..wan_dit import CrossAttentionContext, WanDiT
 from .data import ClipBatch
@@ -58,19 +59,7 @@ class TrackConditionedDiT(nn.Module):
         track_channels: torch.Tensor | None,
         with_motion: bool = True,
     ) -> torch.Tensor:
-        parts = [noisy]
-        if condition_channels is not None:
-            parts.append(condition_channels.to(noisy))
-        if track_channels is not None:
-            parts.append(track_channels.to(noisy) if with_motion else torch.zeros_like(track_channels, dtype=noisy.dtype))
-        total = sum(part.shape[1] for part in parts)
-        if total != self.config.in_channels:
-            layout = " + ".join(str(part.shape[1]) for part in parts)
-            raise ValueError(
-                f"the model takes {self.config.in_channels} input channels but got {layout} = {total} "
-                "(noisy latent + image condition + track channels)"
-            )
-        return torch.cat(parts, dim=1)
+        return assemble_input(noisy, condition_channels, track_channels, self.config.in_channels, with_motion)
 
     def encode_context(self, text: torch.Tensor, image_tokens: torch.Tensor | None = None) -> list[CrossAttentionContext]:
         """Cross-attention keys/values of every layer, with autograd (unlike `CausalWanModel.encode_context`)."""
@@ -102,12 +91,7 @@ class TrackConditionedDiT(nn.Module):
         motion_scale: float,
     ) -> dict[Branch, list[CrossAttentionContext]]:
         """The context of every guidance branch that contributes at these scales."""
-        contexts = {}
-        for branch in branch_weights(text_scale, motion_scale):
-            if not branch.uses_text and null_text is None:
-                raise ValueError("text guidance (text_scale > 0) needs the null prompt embedding (null_text)")
-            contexts[branch] = self.encode_context(text if branch.uses_text else null_text, image_tokens)
-        return contexts
+        return branch_contexts(self.encode_context, text, null_text, image_tokens, text_scale, motion_scale)
 
     def guided_velocity(
         self,
