@@ -218,7 +218,12 @@ def write_apng(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float =
     out.append(_chunk(b"IEND", b""))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(out))
+    partial = path.with_name(f".{path.name}.partial")  # renamed into place, so no half-written file remains
+    try:
+        partial.write_bytes(b"".join(out))
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
