@@ -24,26 +24,22 @@ class LiveTracks:
     def __init__(self, tracks: TrackSet | None, convert: Callable[[TrackSet], TrackSet]):
         self._lock = threading.Lock()
         self._convert = convert
-        self._tracks = tracks
+        # Head inputs are computed once per edit, not once per chunk.
+        self._inputs = track_head_inputs(tracks) if tracks is not None else None
         self.version = 0
-
-    @property
-    def tracks(self) -> TrackSet | None:
-        with self._lock:
-            return self._tracks
 
     def window(self, start: int, stop: int) -> TrackHeadInputs | None:
         """Track-head inputs of pixel frames [start, stop) as they are now (None: no tracks)."""
-        tracks = self.tracks
-        if tracks is None:
+        with self._lock:
+            inputs = self._inputs
+        if inputs is None:
             return None
-        inputs = track_head_inputs(tracks)
         return TrackHeadInputs(inputs.coords[:, start:stop], inputs.visibility[:, start:stop], inputs.track_ids)
 
     def replace(self, tracks: TrackSet) -> None:
-        converted = self._convert(tracks)  # validate and map before taking the lock
+        inputs = track_head_inputs(self._convert(tracks))  # validate and map before taking the lock
         with self._lock:
-            self._tracks = converted
+            self._inputs = inputs
             self.version += 1
 
 
