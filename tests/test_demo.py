@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def test_shipped_model_loads_through_load_dit_and_the_demo_loader():
     path = asset_path(MODEL_FILE)
-    assert path.stat().st_size < 8 * 2**20
+    assert path.stat().st_size < 10 * 2**20  # "a few MB" in the repository: 4.5M parameters in fp16
     transformer, track_weights = load_dit(path)
     assert transformer.config.in_channels == 16 + 4 + 16 + 16  # noisy + mask + first frame + tracks
     assert transformer.config.out_channels == 16
