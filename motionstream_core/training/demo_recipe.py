@@ -198,8 +198,7 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
     batches = _Batches(pool, config.batch_size, config.seed)
     last_save, losses = time.monotonic(), []
     path = out / "teacher.safetensors"
-    while (config.teacher_steps is None and time.monotonic() < stage_end) or \
-            (config.teacher_steps is not None and trainer.step < config.teacher_steps):
+    while _continues(trainer.step, config.teacher_steps, stage_end):
         loss = trainer.train_step(batches.next())["loss"]
         losses.append(loss)
         record("teacher", trainer.step - 1, {"loss": loss})
@@ -224,8 +223,7 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
                          ode_config, seed=config.seed + 1)
     trajectories = []
     trajectory_deadline = stage_start + 0.4 * (stage_end - stage_start)
-    while (config.ode_batches is None and (not trajectories or time.monotonic() < trajectory_deadline)) or \
-            (config.ode_batches is not None and len(trajectories) < config.ode_batches):
+    while not trajectories or _continues(len(trajectories), config.ode_batches, trajectory_deadline):
         batch = batches.next()
         augmented = ode.config.augmentation(batch, seed=len(trajectories))
         trajectories.append((augmented, ode.trajectory(augmented, seed=1_000 + len(trajectories))))
@@ -233,8 +231,7 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
     losses = []
     path = out / "ode_init.safetensors"
     last_save = time.monotonic()
-    while (config.ode_steps is None and time.monotonic() < stage_end) or \
-            (config.ode_steps is not None and ode.step < config.ode_steps):
+    while _continues(ode.step, config.ode_steps, stage_end):
         batch, trajectory = trajectories[ode.step % len(trajectories)]
         loss = ode.train_step(batch, trajectory)["loss"]
         losses.append(loss)
@@ -273,8 +270,7 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
             save_weights(out / "dmd_ema.safetensors", student, streaming, state_dict=dmd.ema.shadow,
                          metadata=_metadata(codec, "dmd_ema", extra))
 
-        while (config.dmd_steps is None and time.monotonic() < stage_end) or \
-                (config.dmd_steps is not None and dmd.step < config.dmd_steps):
+        while _continues(dmd.step, config.dmd_steps, stage_end):
             values = dmd.train_step(batches.next())
             record("dmd", dmd.step - 1, values)
             critic_losses.append(values["critic_loss"])
@@ -325,6 +321,11 @@ def export_demo_assets(model_path: str | Path, assets_dir: str | Path, dtype: to
     np.save(assets / "demo_image.npy", image)
     (assets / "demo_tracks.json").write_text(tracks_to_widget_json(clip.tracks))
     return {name: (assets / name).stat().st_size for name in ("demo_model.safetensors", "demo_image.npy", "demo_tracks.json")}
+
+
+def _continues(done: int, cap: int | None, deadline: float) -> bool:
+    """A stage goes on until its step cap, or without a cap until its share of the budget is spent."""
+    return done < cap if cap is not None else time.monotonic() < deadline
 
 
 def _tail(values: list[float], count: int = 50) -> float:
