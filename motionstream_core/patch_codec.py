@@ -44,8 +44,12 @@ class PatchCodec:
     # --- fitting and storage ---
 
     @classmethod
-    def fit(cls, frames: torch.Tensor, channels: int = 16, factor: int = 4) -> "PatchCodec":
-        """PCA of the `factor x factor` patches of frames [N, 3, H, W] in [0, 1]."""
+    def fit(cls, frames: torch.Tensor, channels: int = 16, factor: int = 4, whiten: bool = True) -> "PatchCodec":
+        """PCA of the `factor x factor` patches of frames [N, 3, H, W] in [0, 1].
+
+        `whiten` gives every component unit variance; without it all components share one scale
+        (unit variance on average), so latent-space errors weigh as they do in pixels.
+        """
         patches = _patches(frames.to(torch.float32) * 2 - 1, factor).to(torch.float64)  # [M, P]
         mean = patches.mean(0)
         centred = patches - mean
@@ -57,6 +61,8 @@ class PatchCodec:
         signs = torch.sign(basis.gather(1, basis.abs().argmax(1, keepdim=True)))
         basis = basis * signs
         scale = values[order].clamp(min=1e-8).sqrt()
+        if not whiten:
+            scale = scale.square().mean().sqrt().expand_as(scale).clone()
         return cls(basis.float(), mean.float(), scale.float(), factor)
 
     def to_json(self) -> str:

@@ -54,6 +54,41 @@ def test_codec_round_trips_synthetic_frames():
     torch.testing.assert_close(fitted.encode(fitted.decode(latents)), latents, atol=1e-4, rtol=0)
 
 
+def test_codec_without_whitening_shares_one_scale_and_round_trips_alike():
+    frames = generate_clip(SyntheticMotionConfig(num_frames=5), seed=7).frames
+    whitened = PatchCodec.fit(frames, channels=16, factor=4)
+    shared = PatchCodec.fit(frames, channels=16, factor=4, whiten=False)
+    assert torch.allclose(shared.scale, shared.scale[:1].expand(16))
+    torch.testing.assert_close(shared.scale[0].square(), whitened.scale.square().mean())
+    torch.testing.assert_close(shared.encode_images(frames).square().mean(), torch.tensor(1.0), atol=0.05, rtol=0)
+    torch.testing.assert_close(shared.decode_images(shared.encode_images(frames)),
+                               whitened.decode_images(whitened.encode_images(frames)), atol=1e-4, rtol=0)
+
+
+def test_recipe_learning_rate_warms_up_then_decays_over_the_stage():
+    from motionstream_core.training.demo_recipe import RecipeConfig, _schedule_lr
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    config = RecipeConfig(warmup_steps=10, final_lr_fraction=0.1)
+    rates = []
+    for step in range(100):
+        _schedule_lr(optimizer, config, 2.0, step, 100, 0.0, 1.0)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] == pytest.approx(0.2, rel=0.01) and max(rates) == pytest.approx(rates[9], rel=1e-6)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:])) and rates[-1] == pytest.approx(0.2, rel=0.01)
+
+
+def test_recipe_refuses_a_teacher_trained_with_another_codec(tmp_path):
+    from motionstream_core.training.demo_recipe import RecipeConfig, run_recipe
+
+    tiny = dict(teacher_steps=0, ode_steps=0, dmd_steps=0, ode_batches=0, pool_clips=1, batch_size=1, codec_fit_clips=1,
+                ode_teacher_steps=1, clip_frames=4, track_id_dim=8, wan=dict(dim=32, ffn_dim=48, num_heads=2, num_layers=1))
+    run_recipe(RecipeConfig(out=str(tmp_path / "a"), whiten_codec=False, **tiny), log=lambda message: None)
+    with pytest.raises(ValueError, match="another latent codec"):
+        run_recipe(RecipeConfig(out=str(tmp_path / "b"), teacher_init=str(tmp_path / "a" / "teacher.safetensors"),
+                                **tiny), log=lambda message: None)
+
+
 def test_apng_writer(tmp_path):
     frames = np.random.default_rng(0).integers(0, 256, size=(3, 5, 7, 3), dtype=np.uint8)
     info = read_apng_info(write_apng(tmp_path / "x.png", frames, fps=16))
@@ -86,7 +121,7 @@ def test_tiny_recipe_runs_all_three_stages(tmp_path):
 
     config = RecipeConfig(
         out=str(tmp_path), teacher_steps=1, ode_steps=1, dmd_steps=1, ode_batches=1, pool_clips=2, batch_size=2,
-        codec_fit_clips=1, ode_teacher_steps=2, clip_frames=4, track_id_dim=8,
+        codec_fit_clips=1, ode_teacher_steps=2, clip_frames=4, track_id_dim=8, dmd_rollout_frames=7, dmd_pool_clips=2,
         wan=dict(dim=32, ffn_dim=48, num_heads=2, num_layers=1),
     )
     final = run_recipe(config, log=lambda message: None)

@@ -2,18 +2,27 @@
 
     python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --export-assets motionstream_core/assets
 
-With its defaults (85 minutes on a 2-core CPU) this is the run that produced the shipped weights.
-Stages end on the wall clock, so step counts follow the machine's speed; to repeat the shipped run
-step for step add `--teacher-steps 2290 --ode-batches 31 --ode-steps 536 --dmd-steps 187`.
+Stages end on the wall clock (85 minutes by default on a 2-core CPU; a GPU does far more steps in
+the same time) or at step caps. The shipped weights came from two CPU runs, 2 h 25 min in all:
+
+    # 85 min: constant learning rate, DMD without extrapolation (the recipe as it was then)
+    python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --teacher-steps 2290 \
+        --warmup-steps 0 --final-lr-fraction 1 --ode-batches 31 --ode-steps 536 --dmd-steps 187 --dmd-rollout-frames 13
+    # 60 min: its teacher goes on for 1,200 steps with a cosine-decayed rate, then fresh student stages
+    python -m motionstream_core.training.demo_recipe --out runs/demo4 --threads 2 --teacher-init runs/demo/teacher.safetensors \
+        --teacher-steps 1200 --ode-batches 31 --ode-steps 500 --dmd-steps DMD_STEPS
+    python -m motionstream_core.training.demo_recipe --export-only runs/demo4/dmd_ema.safetensors --export-assets motionstream_core/assets
 
 1. data: `synthetic_motion` clips at 128x128, encoded once with a `PatchCodec` (4x4 pixels per
    latent cell, 16 channels, PCA fitted on the first clips); the first-frame condition is the
    encoding of the first frame followed by a gray frame (image-to-video, Track-v0 layout
    16 noisy + 4 mask + 16 first-frame + 16 track = 52 input channels);
-2. stage 1, teacher: rectified flow matching with the track head (`TeacherTrainer`);
+2. stage 1, teacher: rectified flow matching with the track head (`TeacherTrainer`); this stage and
+   the next warm up and then decay their learning rates on a cosine over the stage;
 3. stage 2, causal ODE initialisation: teacher trajectories with motion guidance, computed once
    into a pool and regressed by a block-causal copy (`OdeInitTrainer`);
-4. stage 3, Self-Forcing DMD (`SelfForcingDMDTrainer`) through the demo's own streaming cache.
+4. stage 3, Self-Forcing DMD (`SelfForcingDMDTrainer`) through the demo's own streaming cache,
+   rolling out 25 latent frames (past the teacher's 13-frame horizon) and scoring a random window.
 
 Each stage runs for a share of the wall-clock budget (or a step cap) and writes its weights
 (`teacher.safetensors`, `ode_init.safetensors`, `dmd.safetensors`, `dmd_ema.safetensors`, each
@@ -38,6 +47,7 @@ from ..patch_codec import PatchCodec
 from ..session import StreamingConfig
 from ..synthetic_motion import SyntheticMotionConfig, clip_seed, generate_clip
 from ..wan_dit import WanDiT
+from ..weights import read_metadata
 from .checkpoints import load_weights, save_weights
 from .data import ClipAugmentation, ClipBatch, track_fields
 from .ode_init import OdeInitConfig, OdeInitTrainer
@@ -91,9 +101,17 @@ class RecipeConfig:
     motion_scale: float = 1.5
     lr: float = 6e-4
     ode_lr: float = 3e-4
+    # Teacher and ODE learning rates: linear warm-up, then cosine decay to this fraction of the peak
+    # over the stage (its step cap, else its share of the wall clock).
+    warmup_steps: int = 50
+    final_lr_fraction: float = 0.1
     dmd_lr: float = 1e-4
     critic_lr: float = 3e-4
     generator_update_every: int = 3
+    # DMD rolls out this many latent frames (longer than clip_frames, the teacher's horizon: the
+    # extrapolation the rolling cache performs at inference) and scores a random teacher-length window.
+    dmd_rollout_frames: int = 25
+    dmd_pool_clips: int = 600
     save_every_s: float = 120.0
     seed: int = 0
     wan: dict = dataclasses.field(default_factory=dict)  # overrides of demo_wan_config
@@ -108,6 +126,10 @@ class RecipeConfig:
     # embeddings then mean the same from clip to clip, which a CPU budget learns far faster. The demo
     # renumbers any tracks it is given to 0 .. N-1 (see `motionstream_core.demo`).
     fixed_track_ids: bool = True
+    # Unit variance per PCA component (fine texture weighs as much as a cell's colour), or one shared
+    # scale (latent loss proportional to pixel error: cleaner colours early, but no better track
+    # following after 2,000 teacher steps in our runs).
+    whiten_codec: bool = True
 
 
 def make_pool(
@@ -133,10 +155,10 @@ def encode_clip(codec: PatchCodec, frames: torch.Tensor, tracks) -> dict:
     }
 
 
-def fit_codec(count: int, seed: int, size: int = DEMO_SIZE) -> PatchCodec:
+def fit_codec(count: int, seed: int, size: int = DEMO_SIZE, whiten: bool = True) -> PatchCodec:
     config = SyntheticMotionConfig(width=size, height=size, num_frames=9, fps=DEMO_FPS)
     frames = torch.cat([generate_clip(config, clip_seed(seed + 1_000_003, i)).frames for i in range(count)])
-    return PatchCodec.fit(frames, channels=16, factor=4)
+    return PatchCodec.fit(frames, channels=16, factor=4, whiten=whiten)
 
 
 class _Batches:
@@ -175,16 +197,18 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
         metrics.flush()
 
     torch.manual_seed(config.seed)
-    codec = fit_codec(config.codec_fit_clips, config.seed)
+    codec = fit_codec(config.codec_fit_clips, config.seed, whiten=config.whiten_codec)
     pool = make_pool(codec, config.pool_clips, config.clip_frames, config.seed, max_speed=config.max_speed)
     log(f"data: {len(pool)} clips of {config.clip_frames} frames encoded in {time.monotonic() - started:.0f} s")
     streaming = demo_streaming_config()
 
     # --- stage 1: teacher ---
-    stage_end = started + budget * config.shares[0]
+    stage_start, stage_end = time.monotonic(), started + budget * config.shares[0]
     base = WanDiT(demo_wan_config(**config.wan))
     teacher = build_teacher(base, TRACK_CHANNELS, id_dim=config.track_id_dim, temporal_compression=1)
     if config.teacher_init:
+        if read_metadata(config.teacher_init).get("codec") != codec.to_json():
+            raise ValueError(f"{config.teacher_init} was trained with another latent codec (check --whiten-codec)")
         initial, _ = load_weights(config.teacher_init)
         teacher.load_state_dict(initial.state_dict())
         log(f"teacher starts from {config.teacher_init}")
@@ -199,6 +223,7 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
     last_save, losses = time.monotonic(), []
     path = out / "teacher.safetensors"
     while _continues(trainer.step, config.teacher_steps, stage_end):
+        _schedule_lr(optimizer, config, config.lr, trainer.step, config.teacher_steps, stage_start, stage_end)
         loss = trainer.train_step(batches.next())["loss"]
         losses.append(loss)
         record("teacher", trainer.step - 1, {"loss": loss})
@@ -219,8 +244,8 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
         augmentation=ClipAugmentation(min_tracks=10_000, max_tracks=10_000, temporal_mask_probability=0.0,
                                       text_dropout=0.0, motion_dropout=0.0, randomize_track_ids=not config.fixed_track_ids),
     )
-    ode = OdeInitTrainer(student, teacher, torch.optim.AdamW(student.parameters(), lr=config.ode_lr), streaming,
-                         ode_config, seed=config.seed + 1)
+    ode_optimizer = torch.optim.AdamW(student.parameters(), lr=config.ode_lr)
+    ode = OdeInitTrainer(student, teacher, ode_optimizer, streaming, ode_config, seed=config.seed + 1)
     trajectories = []
     trajectory_deadline = stage_start + 0.4 * (stage_end - stage_start)
     while not trajectories or _continues(len(trajectories), config.ode_batches, trajectory_deadline):
@@ -230,8 +255,9 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
     log(f"ode_init: {len(trajectories)} trajectory batches in {time.monotonic() - stage_start:.0f} s")
     losses = []
     path = out / "ode_init.safetensors"
-    last_save = time.monotonic()
+    last_save = regression_start = time.monotonic()
     while _continues(ode.step, config.ode_steps, stage_end):
+        _schedule_lr(ode_optimizer, config, config.ode_lr, ode.step, config.ode_steps, regression_start, stage_end)
         batch, trajectory = trajectories[ode.step % len(trajectories)]
         loss = ode.train_step(batch, trajectory)["loss"]
         losses.append(loss)
@@ -250,7 +276,7 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
     if config.dmd_steps != 0:
         critic = teacher.clone().requires_grad_(True)
         dmd_config = SelfForcingDMDConfig(
-            teacher_frames=config.clip_frames, text_scale=0.0, motion_scale=config.motion_scale,
+            teacher_frames=config.clip_frames, rollout_frames=config.dmd_rollout_frames, score_window="random", text_scale=0.0, motion_scale=config.motion_scale,
             generator_update_every=config.generator_update_every, ema_decay=0.95,
             augmentation=ClipAugmentation(min_tracks=config.min_tracks, max_tracks=64, text_dropout=0.0,
                                           motion_dropout=0.0, randomize_track_ids=not config.fixed_track_ids),
@@ -262,6 +288,13 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
             streaming, dmd_config, seed=config.seed + 2,
         )
         generator_losses, critic_losses = [], []
+        dmd_batches = batches
+        if config.dmd_rollout_frames > config.clip_frames:
+            started_pool = time.monotonic()
+            rollout_pool = make_pool(codec, config.dmd_pool_clips, config.dmd_rollout_frames, config.seed + 7,
+                                     max_speed=config.max_speed)
+            dmd_batches = _Batches(rollout_pool, config.batch_size, config.seed + 7)
+            log(f"dmd: {len(rollout_pool)} clips of {config.dmd_rollout_frames} frames in {time.monotonic() - started_pool:.0f} s")
         last_save = time.monotonic()
 
         def save_dmd():
@@ -271,7 +304,7 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
                          metadata=_metadata(codec, "dmd_ema", extra))
 
         while _continues(dmd.step, config.dmd_steps, stage_end):
-            values = dmd.train_step(batches.next())
+            values = dmd.train_step(dmd_batches.next())
             record("dmd", dmd.step - 1, values)
             critic_losses.append(values["critic_loss"])
             if "generator_loss" in values:
@@ -310,7 +343,7 @@ def export_demo_assets(model_path: str | Path, assets_dir: str | Path, dtype: to
     import numpy as np
 
     from ..track_formats import tracks_to_widget_json
-    from ..weights import read_metadata, read_state_dict, write_safetensors_atomically
+    from ..weights import read_state_dict, write_safetensors_atomically
 
     assets = Path(assets_dir)
     assets.mkdir(parents=True, exist_ok=True)
@@ -321,6 +354,15 @@ def export_demo_assets(model_path: str | Path, assets_dir: str | Path, dtype: to
     np.save(assets / "demo_image.npy", image)
     (assets / "demo_tracks.json").write_text(tracks_to_widget_json(clip.tracks))
     return {name: (assets / name).stat().st_size for name in ("demo_model.safetensors", "demo_image.npy", "demo_tracks.json")}
+
+
+def _schedule_lr(optimizer, config: RecipeConfig, peak: float, step: int, cap: int | None, start: float, end: float) -> None:
+    progress = step / cap if cap else (time.monotonic() - start) / max(end - start, 1e-9)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    decay = config.final_lr_fraction + (1.0 - config.final_lr_fraction) * cosine
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
+    for group in optimizer.param_groups:
+        group["lr"] = peak * warmup * decay
 
 
 def _continues(done: int, cap: int | None, deadline: float) -> bool:
@@ -351,6 +393,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-tracks", type=int, default=3, help="fewest tracks a training clip keeps")
     parser.add_argument("--max-speed", type=float, default=3.0, help="fastest sprite speed of training clips, px/frame")
     parser.add_argument("--clip-frames", type=int, default=13, help="frames per training clip (1 + 3k)")
+    parser.add_argument("--warmup-steps", type=int, default=50, help="teacher and ODE learning-rate warm-up")
+    parser.add_argument("--final-lr-fraction", type=float, default=0.1,
+                        help="cosine decay of the teacher and ODE learning rates to this fraction (1: constant)")
+    parser.add_argument("--dmd-rollout-frames", type=int, default=25,
+                        help="latent frames per DMD rollout (1 + 3k; longer than --clip-frames trains extrapolation)")
+    parser.add_argument("--whiten-codec", action=argparse.BooleanOptionalAction, default=True,
+                        help="unit variance per codec component (else one shared scale)")
     parser.add_argument("--random-track-ids", action="store_true", help="train with fresh random track ids per clip")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--export-assets", metavar="DIR",
@@ -365,7 +414,11 @@ def main(argv: list[str] | None = None) -> None:
         out=args.out, minutes=args.minutes, teacher_steps=args.teacher_steps, ode_steps=args.ode_steps,
         dmd_steps=args.dmd_steps, ode_batches=args.ode_batches, ode_teacher_steps=args.ode_teacher_steps,
         pool_clips=args.pool_clips, batch_size=args.batch_size, codec_fit_clips=args.codec_fit_clips,
-        shares=tuple(args.shares), seed=args.seed, teacher_init=args.teacher_init, min_tracks=args.min_tracks, max_speed=args.max_speed, fixed_track_ids=not args.random_track_ids, clip_frames=args.clip_frames, threads=args.threads, wan=json.loads(args.wan),
+        shares=tuple(args.shares), seed=args.seed, teacher_init=args.teacher_init, min_tracks=args.min_tracks,
+        max_speed=args.max_speed, fixed_track_ids=not args.random_track_ids, clip_frames=args.clip_frames,
+        threads=args.threads, wan=json.loads(args.wan),
+        dmd_rollout_frames=args.dmd_rollout_frames, whiten_codec=args.whiten_codec, warmup_steps=args.warmup_steps,
+        final_lr_fraction=args.final_lr_fraction,
     )
     final = run_recipe(config, log=lambda m: print(m, flush=True))
     print(f"wrote {final}")
