@@ -3,15 +3,12 @@
     python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --export-assets motionstream_core/assets
 
 Stages end on the wall clock (85 minutes by default on a 2-core CPU; a GPU does far more steps in
-the same time) or at step caps. The shipped weights came from two CPU runs, 2 h 25 min in all:
+the same time) or at step caps. The shipped weights came from one 85-minute CPU run of the recipe as
+it was before learning-rate schedules and DMD extrapolation; to repeat it step for step:
 
-    # 85 min: constant learning rate, DMD without extrapolation (the recipe as it was then)
     python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --teacher-steps 2290 \
         --warmup-steps 0 --final-lr-fraction 1 --ode-batches 31 --ode-steps 536 --dmd-steps 187 --dmd-rollout-frames 13
-    # 60 min: its teacher goes on for 1,200 steps with a cosine-decayed rate, then fresh student stages
-    python -m motionstream_core.training.demo_recipe --out runs/demo4 --threads 2 --teacher-init runs/demo/teacher.safetensors \
-        --teacher-steps 1200 --ode-batches 31 --ode-steps 500 --dmd-steps DMD_STEPS
-    python -m motionstream_core.training.demo_recipe --export-only runs/demo4/dmd_ema.safetensors --export-assets motionstream_core/assets
+    python -m motionstream_core.training.demo_recipe --export-only runs/demo/dmd_ema.safetensors --export-assets motionstream_core/assets
 
 1. data: `synthetic_motion` clips at 128x128, encoded once with a `PatchCodec` (4x4 pixels per
    latent cell, 16 channels, PCA fitted on the first clips); the first-frame condition is the
