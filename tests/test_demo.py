@@ -78,6 +78,15 @@ def test_recipe_learning_rate_warms_up_then_decays_over_the_stage():
     assert all(a >= b for a, b in zip(rates[9:], rates[10:])) and rates[-1] == pytest.approx(0.2, rel=0.01)
 
 
+def test_recipe_refuses_a_dmd_rollout_it_cannot_run_before_training(tmp_path):
+    from motionstream_core.training.demo_recipe import RecipeConfig, run_recipe
+
+    for frames in (3, 14):  # shorter than the 4-frame clips; not whole blocks of 1 + 3k
+        with pytest.raises(ValueError, match="dmd_rollout_frames"):
+            run_recipe(RecipeConfig(out=str(tmp_path), clip_frames=4, dmd_rollout_frames=frames, pool_clips=1), log=lambda m: None)
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
 def test_recipe_refuses_a_teacher_trained_with_another_codec(tmp_path):
     from motionstream_core.training.demo_recipe import RecipeConfig, run_recipe
 

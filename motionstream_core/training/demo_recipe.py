@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from ..block_schedule import BlockSchedule
 from ..config import WanConfig
 from ..patch_codec import PatchCodec
 from ..session import StreamingConfig
@@ -181,6 +182,7 @@ def _metadata(codec: PatchCodec, stage: str, extra: dict | None = None) -> dict[
 
 
 def run_recipe(config: RecipeConfig, log=print) -> Path:
+    _check_rollout_frames(config, demo_streaming_config())
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
@@ -273,7 +275,8 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
     if config.dmd_steps != 0:
         critic = teacher.clone().requires_grad_(True)
         dmd_config = SelfForcingDMDConfig(
-            teacher_frames=config.clip_frames, rollout_frames=config.dmd_rollout_frames, score_window="random", text_scale=0.0, motion_scale=config.motion_scale,
+            teacher_frames=config.clip_frames, rollout_frames=config.dmd_rollout_frames, score_window="random",
+            text_scale=0.0, motion_scale=config.motion_scale,
             generator_update_every=config.generator_update_every, ema_decay=0.95,
             augmentation=ClipAugmentation(min_tracks=config.min_tracks, max_tracks=64, text_dropout=0.0,
                                           motion_dropout=0.0, randomize_track_ids=not config.fixed_track_ids),
@@ -351,6 +354,15 @@ def export_demo_assets(model_path: str | Path, assets_dir: str | Path, dtype: to
     np.save(assets / "demo_image.npy", image)
     (assets / "demo_tracks.json").write_text(tracks_to_widget_json(clip.tracks))
     return {name: (assets / name).stat().st_size for name in ("demo_model.safetensors", "demo_image.npy", "demo_tracks.json")}
+
+
+def _check_rollout_frames(config: RecipeConfig, streaming: StreamingConfig) -> None:
+    """Fails before any training when DMD could not roll out the requested length."""
+    frames, blocks = config.dmd_rollout_frames, BlockSchedule(streaming.block_frames)
+    covered = blocks.blocks_for_frames(frames)
+    if frames < config.clip_frames or blocks.start(covered - 1) + blocks.size(covered - 1) != frames:
+        raise ValueError(f"dmd_rollout_frames {frames} must be whole blocks {streaming.block_frames} "
+                         f"and at least clip_frames {config.clip_frames}")
 
 
 def _schedule_lr(optimizer, config: RecipeConfig, peak: float, step: int, cap: int | None, start: float, end: float) -> None:
