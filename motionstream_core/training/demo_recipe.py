@@ -39,7 +39,6 @@ from pathlib import Path
 
 import torch
 
-from ..block_schedule import BlockSchedule
 from ..config import WanConfig
 from ..patch_codec import PatchCodec
 from ..session import StreamingConfig
@@ -49,7 +48,7 @@ from ..weights import read_metadata
 from .checkpoints import load_weights, save_weights
 from .data import ClipAugmentation, ClipBatch, track_fields
 from .ode_init import OdeInitConfig, OdeInitTrainer
-from .self_forcing_dmd import SelfForcingDMDConfig, SelfForcingDMDTrainer
+from .self_forcing_dmd import SelfForcingDMDConfig, SelfForcingDMDTrainer, check_rollout_length
 from .teacher import TeacherTrainer, TeacherTrainingConfig, build_teacher
 from .flow_matching import SigmaSampler
 
@@ -358,11 +357,11 @@ def export_demo_assets(model_path: str | Path, assets_dir: str | Path, dtype: to
 
 def _check_rollout_frames(config: RecipeConfig, streaming: StreamingConfig) -> None:
     """Fails before any training when DMD could not roll out the requested length."""
-    frames, blocks = config.dmd_rollout_frames, BlockSchedule(streaming.block_frames)
-    covered = blocks.blocks_for_frames(frames)
-    if frames < config.clip_frames or blocks.start(covered - 1) + blocks.size(covered - 1) != frames:
-        raise ValueError(f"dmd_rollout_frames {frames} must be whole blocks {streaming.block_frames} "
-                         f"and at least clip_frames {config.clip_frames}")
+    try:
+        check_rollout_length(streaming, SelfForcingDMDConfig(teacher_frames=config.clip_frames,
+                                                             rollout_frames=config.dmd_rollout_frames))
+    except ValueError as error:
+        raise ValueError(f"dmd_rollout_frames {config.dmd_rollout_frames}: {error}") from error
 
 
 def _schedule_lr(optimizer, config: RecipeConfig, peak: float, step: int, cap: int | None, start: float, end: float) -> None:

@@ -104,9 +104,8 @@ class RolloutPlan:
     grad_blocks: frozenset[int]  # blocks whose exit step runs with autograd
 
 
-def plan_rollout(
-    streaming: StreamingConfig, config: SelfForcingDMDConfig, generator: torch.Generator, with_grad: bool
-) -> RolloutPlan:
+def check_rollout_length(streaming: StreamingConfig, config: SelfForcingDMDConfig) -> int:
+    """The number of blocks of a rollout; fails when it is not whole blocks or shorter than the teacher's window."""
     blocks = BlockSchedule(streaming.block_frames)
     frames = config.frames_per_rollout
     num_blocks = blocks.blocks_for_frames(frames)
@@ -114,6 +113,15 @@ def plan_rollout(
         raise ValueError(f"rollout_frames {frames} is not a whole number of blocks {streaming.block_frames}")
     if config.teacher_frames > frames:
         raise ValueError(f"teacher_frames {config.teacher_frames} exceeds the rollout's {frames} frames")
+    return num_blocks
+
+
+def plan_rollout(
+    streaming: StreamingConfig, config: SelfForcingDMDConfig, generator: torch.Generator, with_grad: bool
+) -> RolloutPlan:
+    blocks = BlockSchedule(streaming.block_frames)
+    frames = config.frames_per_rollout
+    num_blocks = check_rollout_length(streaming, config)
     steps = len(streaming.denoising_steps)
     if config.same_exit_step_across_blocks:
         exit_steps = (int(torch.randint(steps, (), generator=generator)),) * num_blocks
