@@ -21,6 +21,9 @@ it was before learning-rate schedules and DMD extrapolation; to repeat it step f
 4. stage 3, Self-Forcing DMD (`SelfForcingDMDTrainer`) through the demo's own streaming cache,
    rolling out 25 latent frames (past the teacher's 13-frame horizon) and scoring a random window.
 
+`--teacher-init` starts stage 1 from an earlier teacher (`--teacher-steps 0` keeps it as it is);
+`--student-init` skips stage 2 and resumes stage 3 from an earlier student (its dmd_ema weights).
+
 Each stage runs for a share of the wall-clock budget (or a step cap) and writes its weights
 (`teacher.safetensors`, `ode_init.safetensors`, `dmd.safetensors`, `dmd_ema.safetensors`, each
 loadable with `load_weights`/`load_dit`, the codec in the metadata); the last stage that ran
@@ -116,6 +119,8 @@ class RecipeConfig:
     threads: int | None = None
     # Start the teacher from these weights (e.g. the teacher.safetensors of an earlier, shorter run).
     teacher_init: str | None = None
+    # Start stage 3 from this student (e.g. an earlier run's dmd_ema.safetensors) instead of stage 2.
+    student_init: str | None = None
     min_tracks: int = 3
     # Fastest sprite speed of the training clips (pixels per frame); the benchmark's clips use 2.5.
     max_speed: float = 3.0
@@ -205,10 +210,7 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
     base = WanDiT(demo_wan_config(**config.wan))
     teacher = build_teacher(base, TRACK_CHANNELS, id_dim=config.track_id_dim, temporal_compression=1)
     if config.teacher_init:
-        if read_metadata(config.teacher_init).get("codec") != codec.to_json():
-            raise ValueError(f"{config.teacher_init} was trained with another latent codec (check --whiten-codec)")
-        initial, _ = load_weights(config.teacher_init)
-        teacher.load_state_dict(initial.state_dict())
+        teacher.load_state_dict(_load_same_codec(config.teacher_init, codec).state_dict())
         log(f"teacher starts from {config.teacher_init}")
     optimizer = torch.optim.AdamW(teacher.parameters(), lr=config.lr, weight_decay=0.01)
     teacher_config = TeacherTrainingConfig(
@@ -233,41 +235,14 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
     save_weights(path, teacher, streaming, metadata=_metadata(codec, "teacher", {"steps": trainer.step}))
     log(f"teacher: {trainer.step} steps, last-50 loss {_tail(losses):.4f}, {time.monotonic() - started:.0f} s")
 
-    # --- stage 2: causal ODE initialisation ---
-    stage_start = time.monotonic()
-    stage_end = stage_start + budget * config.shares[1]
-    student = teacher.clone()
-    ode_config = OdeInitConfig(
-        teacher_steps=config.ode_teacher_steps, text_scale=0.0, motion_scale=config.motion_scale,
-        augmentation=ClipAugmentation(min_tracks=10_000, max_tracks=10_000, temporal_mask_probability=0.0,
-                                      text_dropout=0.0, motion_dropout=0.0, randomize_track_ids=not config.fixed_track_ids),
-    )
-    ode_optimizer = torch.optim.AdamW(student.parameters(), lr=config.ode_lr)
-    ode = OdeInitTrainer(student, teacher, ode_optimizer, streaming, ode_config, seed=config.seed + 1)
-    trajectories = []
-    trajectory_deadline = stage_start + 0.4 * (stage_end - stage_start)
-    while not trajectories or _continues(len(trajectories), config.ode_batches, trajectory_deadline):
-        batch = batches.next()
-        augmented = ode.config.augmentation(batch, seed=len(trajectories))
-        trajectories.append((augmented, ode.trajectory(augmented, seed=1_000 + len(trajectories))))
-    log(f"ode_init: {len(trajectories)} trajectory batches in {time.monotonic() - stage_start:.0f} s")
-    losses = []
-    path = out / "ode_init.safetensors"
-    last_save = regression_start = time.monotonic()
-    while _continues(ode.step, config.ode_steps, stage_end):
-        _schedule_lr(ode_optimizer, config, config.ode_lr, ode.step, config.ode_steps, regression_start, stage_end)
-        batch, trajectory = trajectories[ode.step % len(trajectories)]
-        loss = ode.train_step(batch, trajectory)["loss"]
-        losses.append(loss)
-        record("ode_init", ode.step - 1, {"loss": loss})
-        if ode.step % 50 == 0:
-            log(f"ode_init step {ode.step}: loss {_tail(losses):.4f}")
-        if time.monotonic() - last_save > config.save_every_s:
-            save_weights(path, student, streaming, metadata=_metadata(codec, "ode_init", {"steps": ode.step}))
-            last_save = time.monotonic()
-    save_weights(path, student, streaming, metadata=_metadata(codec, "ode_init", {"steps": ode.step}))
-    log(f"ode_init: {ode.step} steps, last-50 loss {_tail(losses):.4f}, {time.monotonic() - started:.0f} s")
-    final = path
+    # --- stage 2: causal ODE initialisation (or a student given to resume from) ---
+    if config.student_init:
+        student = teacher.clone()
+        student.load_state_dict(_load_same_codec(config.student_init, codec).state_dict())
+        log(f"student starts from {config.student_init}; no ODE initialisation")
+        final = Path(config.student_init)
+    else:
+        student, final = _ode_initialisation(config, teacher, batches, streaming, codec, out, record, log, started)
 
     # --- stage 3: Self-Forcing DMD ---
     stage_end = time.monotonic() + budget * config.shares[2]
@@ -322,6 +297,44 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
     return out / "demo_model.safetensors"
 
 
+def _ode_initialisation(config, teacher, batches, streaming, codec, out, record, log, started):
+    """Stage 2: teacher ODE trajectories with motion guidance, regressed by a block-causal copy."""
+    stage_start = time.monotonic()
+    stage_end = stage_start + config.minutes * 60.0 * config.shares[1]
+    student = teacher.clone()
+    ode_config = OdeInitConfig(
+        teacher_steps=config.ode_teacher_steps, text_scale=0.0, motion_scale=config.motion_scale,
+        augmentation=ClipAugmentation(min_tracks=10_000, max_tracks=10_000, temporal_mask_probability=0.0,
+                                      text_dropout=0.0, motion_dropout=0.0, randomize_track_ids=not config.fixed_track_ids),
+    )
+    ode_optimizer = torch.optim.AdamW(student.parameters(), lr=config.ode_lr)
+    ode = OdeInitTrainer(student, teacher, ode_optimizer, streaming, ode_config, seed=config.seed + 1)
+    trajectories = []
+    trajectory_deadline = stage_start + 0.4 * (stage_end - stage_start)
+    while not trajectories or _continues(len(trajectories), config.ode_batches, trajectory_deadline):
+        batch = batches.next()
+        augmented = ode.config.augmentation(batch, seed=len(trajectories))
+        trajectories.append((augmented, ode.trajectory(augmented, seed=1_000 + len(trajectories))))
+    log(f"ode_init: {len(trajectories)} trajectory batches in {time.monotonic() - stage_start:.0f} s")
+    losses = []
+    path = out / "ode_init.safetensors"
+    last_save = regression_start = time.monotonic()
+    while _continues(ode.step, config.ode_steps, stage_end):
+        _schedule_lr(ode_optimizer, config, config.ode_lr, ode.step, config.ode_steps, regression_start, stage_end)
+        batch, trajectory = trajectories[ode.step % len(trajectories)]
+        loss = ode.train_step(batch, trajectory)["loss"]
+        losses.append(loss)
+        record("ode_init", ode.step - 1, {"loss": loss})
+        if ode.step % 50 == 0:
+            log(f"ode_init step {ode.step}: loss {_tail(losses):.4f}")
+        if time.monotonic() - last_save > config.save_every_s:
+            save_weights(path, student, streaming, metadata=_metadata(codec, "ode_init", {"steps": ode.step}))
+            last_save = time.monotonic()
+    save_weights(path, student, streaming, metadata=_metadata(codec, "ode_init", {"steps": ode.step}))
+    log(f"ode_init: {ode.step} steps, last-50 loss {_tail(losses):.4f}, {time.monotonic() - started:.0f} s")
+    return student, path
+
+
 DEMO_CLIP_DATASET_SEED = 2026
 DEMO_CLIP_FRAMES = 64  # 4 s at 16 fps: the first block of 1 frame, then 21 blocks of 3
 
@@ -353,6 +366,12 @@ def export_demo_assets(model_path: str | Path, assets_dir: str | Path, dtype: to
     np.save(assets / "demo_image.npy", image)
     (assets / "demo_tracks.json").write_text(tracks_to_widget_json(clip.tracks))
     return {name: (assets / name).stat().st_size for name in ("demo_model.safetensors", "demo_image.npy", "demo_tracks.json")}
+
+
+def _load_same_codec(path: str, codec: PatchCodec) -> torch.nn.Module:
+    if read_metadata(path).get("codec") != codec.to_json():
+        raise ValueError(f"{path} was trained with another latent codec (check --whiten-codec)")
+    return load_weights(path)[0]
 
 
 def _check_rollout_frames(config: RecipeConfig, streaming: StreamingConfig) -> None:
@@ -398,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shares", type=float, nargs=3, default=(0.6, 0.25, 0.15))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teacher-init", help="start the teacher from these weights")
+    parser.add_argument("--student-init", help="skip the ODE initialisation: DMD starts from these student weights")
     parser.add_argument("--min-tracks", type=int, default=3, help="fewest tracks a training clip keeps")
     parser.add_argument("--max-speed", type=float, default=3.0, help="fastest sprite speed of training clips, px/frame")
     parser.add_argument("--clip-frames", type=int, default=13, help="frames per training clip (1 + 3k)")
@@ -422,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         out=args.out, minutes=args.minutes, teacher_steps=args.teacher_steps, ode_steps=args.ode_steps,
         dmd_steps=args.dmd_steps, ode_batches=args.ode_batches, ode_teacher_steps=args.ode_teacher_steps,
         pool_clips=args.pool_clips, batch_size=args.batch_size, codec_fit_clips=args.codec_fit_clips,
-        shares=tuple(args.shares), seed=args.seed, teacher_init=args.teacher_init, min_tracks=args.min_tracks,
+        shares=tuple(args.shares), seed=args.seed, teacher_init=args.teacher_init, student_init=args.student_init, min_tracks=args.min_tracks,
         max_speed=args.max_speed, fixed_track_ids=not args.random_track_ids, clip_frames=args.clip_frames,
         threads=args.threads, wan=json.loads(args.wan),
         dmd_rollout_frames=args.dmd_rollout_frames, whiten_codec=args.whiten_codec, warmup_steps=args.warmup_steps,
