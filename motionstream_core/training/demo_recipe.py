@@ -3,12 +3,19 @@
     python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --export-assets motionstream_core/assets
 
 Stages end on the wall clock (85 minutes by default on a 2-core CPU; a GPU does far more steps in
-the same time) or at step caps. The shipped weights came from one 85-minute CPU run of the recipe as
-it was before learning-rate schedules and DMD extrapolation; to repeat it step for step:
+the same time) or at step caps. The shipped weights came from four CPU runs chained through
+`--teacher-init`/`--student-init` (run A as the recipe was before learning-rate schedules and DMD
+extrapolation; its teacher trained on in two more runs; then DMD resumed from A's student under that teacher):
 
     python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --teacher-steps 2290 \
         --warmup-steps 0 --final-lr-fraction 1 --ode-batches 31 --ode-steps 536 --dmd-steps 187 --dmd-rollout-frames 13
-    python -m motionstream_core.training.demo_recipe --export-only runs/demo/dmd_ema.safetensors --export-assets motionstream_core/assets
+    python -m motionstream_core.training.demo_recipe --out runs/demo4 --threads 2 --teacher-init runs/demo/teacher.safetensors \
+        --teacher-steps 1200 --ode-batches 1 --ode-steps 0 --dmd-steps 0
+    python -m motionstream_core.training.demo_recipe --out runs/demo5 --threads 2 --teacher-init runs/demo4/teacher.safetensors \
+        --teacher-steps 1400 --ode-batches 1 --ode-steps 0 --dmd-steps 0
+    python -m motionstream_core.training.demo_recipe --out runs/demo6 --threads 2 --teacher-init runs/demo5/teacher.safetensors \
+        --teacher-steps 0 --student-init runs/demo/dmd_ema.safetensors --dmd-steps 130 --pool-clips 16 --shares 0 0 1
+    python -m motionstream_core.training.demo_recipe --export-only runs/demo6/dmd_ema.safetensors --export-assets motionstream_core/assets
 
 1. data: `synthetic_motion` clips at 128x128, encoded once with a `PatchCodec` (4x4 pixels per
    latent cell, 16 channels, PCA fitted on the first clips); the first-frame condition is the
