@@ -192,33 +192,85 @@ def _metadata(codec: PatchCodec, stage: str, extra: dict | None = None) -> dict[
     return info
 
 
+class _Run:
+    """What the stages of one recipe run share: its config, output folder, codec, cache geometry and logs."""
+
+    def __init__(self, config: RecipeConfig, codec: PatchCodec, streaming: StreamingConfig, metrics, log, started: float):
+        self.config, self.codec, self.streaming = config, codec, streaming
+        self.out, self.metrics, self.log, self.started = Path(config.out), metrics, log, started
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def record(self, stage: str, step: int, values: dict) -> None:
+        self.metrics.write(json.dumps({"stage": stage, "step": step, "t": round(self.elapsed(), 1), **values}) + "\n")
+        self.metrics.flush()
+
+    def save(self, stage: str, model: torch.nn.Module, steps: int, state_dict: dict | None = None) -> Path:
+        path = self.out / f"{stage}.safetensors"
+        save_weights(path, model, self.streaming, state_dict=state_dict,
+                     metadata=_metadata(self.codec, stage, {"steps": steps}))
+        return path
+
+    def fit(self, stage: str, model, trainer, train_step, optimizer, peak: float, cap: int | None,
+            start: float, end: float) -> Path:
+        """Runs `train_step` (returning the loss) until the step cap or the deadline, with the warm-up +
+        cosine learning rate, saving `model` every `save_every_s` and at the end."""
+        losses, last_save = [], time.monotonic()
+        while _continues(trainer.step, cap, end):
+            _schedule_lr(optimizer, self.config, peak, trainer.step, cap, start, end)
+            loss = train_step()
+            losses.append(loss)
+            self.record(stage, trainer.step - 1, {"loss": loss})
+            if trainer.step % 50 == 0:
+                self.log(f"{stage} step {trainer.step}: loss {_tail(losses):.4f}")
+            if time.monotonic() - last_save > self.config.save_every_s:
+                self.save(stage, model, trainer.step)
+                last_save = time.monotonic()
+        path = self.save(stage, model, trainer.step)
+        self.log(f"{stage}: {trainer.step} steps, last-50 loss {_tail(losses):.4f}, {self.elapsed():.0f} s")
+        return path
+
+
 def run_recipe(config: RecipeConfig, log=print) -> Path:
-    _check_rollout_frames(config, demo_streaming_config())
+    streaming = demo_streaming_config()
+    _check_rollout_frames(config, streaming)
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = (out / "metrics.jsonl").open("a")
     budget = config.minutes * 60.0
     started = time.monotonic()
-
-    def record(stage: str, step: int, values: dict) -> None:
-        metrics.write(json.dumps({"stage": stage, "step": step, "t": round(time.monotonic() - started, 1), **values}) + "\n")
-        metrics.flush()
-
     torch.manual_seed(config.seed)
     codec = fit_codec(config.codec_fit_clips, config.seed, whiten=config.whiten_codec)
     pool = make_pool(codec, config.pool_clips, config.clip_frames, config.seed, max_speed=config.max_speed)
     log(f"data: {len(pool)} clips of {config.clip_frames} frames encoded in {time.monotonic() - started:.0f} s")
-    streaming = demo_streaming_config()
+    with (out / "metrics.jsonl").open("a") as metrics:
+        run = _Run(config, codec, streaming, metrics, log, started)
+        batches = _Batches(pool, config.batch_size, config.seed)
+        teacher = _teacher(run, batches, stage_end=started + budget * config.shares[0])
+        if config.student_init:
+            student = teacher.clone()
+            student.load_state_dict(_load_same_codec(config.student_init, codec).state_dict())
+            log(f"student starts from {config.student_init}; no ODE initialisation")
+            final = Path(config.student_init)
+        else:
+            student, final = _ode_initialisation(run, teacher, batches)
+        if config.dmd_steps != 0:
+            final = _self_forcing_dmd(run, teacher, student, batches, stage_end=time.monotonic() + budget * config.shares[2])
+    shutil.copyfile(final, out / "demo_model.safetensors")
+    return out / "demo_model.safetensors"
 
-    # --- stage 1: teacher ---
-    stage_start, stage_end = time.monotonic(), started + budget * config.shares[0]
+
+def _teacher(run: _Run, batches: _Batches, stage_end: float) -> torch.nn.Module:
+    """Stage 1: rectified flow matching of the bidirectional teacher with the track head."""
+    config = run.config
+    stage_start = time.monotonic()
     base = WanDiT(demo_wan_config(**config.wan))
     teacher = build_teacher(base, TRACK_CHANNELS, id_dim=config.track_id_dim, temporal_compression=1)
     if config.teacher_init:
-        teacher.load_state_dict(_load_same_codec(config.teacher_init, codec).state_dict())
-        log(f"teacher starts from {config.teacher_init}")
+        teacher.load_state_dict(_load_same_codec(config.teacher_init, run.codec).state_dict())
+        run.log(f"teacher starts from {config.teacher_init}")
     optimizer = torch.optim.AdamW(teacher.parameters(), lr=config.lr, weight_decay=0.01)
     teacher_config = TeacherTrainingConfig(
         sigma=SigmaSampler(shift=3.0),
@@ -226,86 +278,14 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
                                       randomize_track_ids=not config.fixed_track_ids),
     )
     trainer = TeacherTrainer(teacher, optimizer, teacher_config, seed=config.seed)
-    batches = _Batches(pool, config.batch_size, config.seed)
-    last_save, losses = time.monotonic(), []
-    path = out / "teacher.safetensors"
-    while _continues(trainer.step, config.teacher_steps, stage_end):
-        _schedule_lr(optimizer, config, config.lr, trainer.step, config.teacher_steps, stage_start, stage_end)
-        loss = trainer.train_step(batches.next())["loss"]
-        losses.append(loss)
-        record("teacher", trainer.step - 1, {"loss": loss})
-        if trainer.step % 50 == 0:
-            log(f"teacher step {trainer.step}: loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if time.monotonic() - last_save > config.save_every_s:
-            save_weights(path, teacher, streaming, metadata=_metadata(codec, "teacher", {"steps": trainer.step}))
-            last_save = time.monotonic()
-    save_weights(path, teacher, streaming, metadata=_metadata(codec, "teacher", {"steps": trainer.step}))
-    log(f"teacher: {trainer.step} steps, last-50 loss {_tail(losses):.4f}, {time.monotonic() - started:.0f} s")
-
-    # --- stage 2: causal ODE initialisation (or a student given to resume from) ---
-    if config.student_init:
-        student = teacher.clone()
-        student.load_state_dict(_load_same_codec(config.student_init, codec).state_dict())
-        log(f"student starts from {config.student_init}; no ODE initialisation")
-        final = Path(config.student_init)
-    else:
-        student, final = _ode_initialisation(config, teacher, batches, streaming, codec, out, record, log, started)
-
-    # --- stage 3: Self-Forcing DMD ---
-    stage_end = time.monotonic() + budget * config.shares[2]
-    if config.dmd_steps != 0:
-        critic = teacher.clone().requires_grad_(True)
-        dmd_config = SelfForcingDMDConfig(
-            teacher_frames=config.clip_frames, rollout_frames=config.dmd_rollout_frames, score_window="random",
-            text_scale=0.0, motion_scale=config.motion_scale,
-            generator_update_every=config.generator_update_every, ema_decay=0.95,
-            augmentation=ClipAugmentation(min_tracks=config.min_tracks, max_tracks=64, text_dropout=0.0,
-                                          motion_dropout=0.0, randomize_track_ids=not config.fixed_track_ids),
-        )
-        dmd = SelfForcingDMDTrainer(
-            student, critic, teacher,
-            torch.optim.AdamW(student.parameters(), lr=config.dmd_lr, betas=(0.0, 0.999)),
-            torch.optim.AdamW(critic.parameters(), lr=config.critic_lr, betas=(0.0, 0.999)),
-            streaming, dmd_config, seed=config.seed + 2,
-        )
-        generator_losses, critic_losses = [], []
-        dmd_batches = batches
-        if config.dmd_rollout_frames > config.clip_frames:
-            started_pool = time.monotonic()
-            rollout_pool = make_pool(codec, config.dmd_pool_clips, config.dmd_rollout_frames, config.seed + 7,
-                                     max_speed=config.max_speed)
-            dmd_batches = _Batches(rollout_pool, config.batch_size, config.seed + 7)
-            log(f"dmd: {len(rollout_pool)} clips of {config.dmd_rollout_frames} frames in {time.monotonic() - started_pool:.0f} s")
-        last_save = time.monotonic()
-
-        def save_dmd():
-            extra = {"steps": dmd.step}
-            save_weights(out / "dmd.safetensors", student, streaming, metadata=_metadata(codec, "dmd", extra))
-            save_weights(out / "dmd_ema.safetensors", student, streaming, state_dict=dmd.ema.shadow,
-                         metadata=_metadata(codec, "dmd_ema", extra))
-
-        while _continues(dmd.step, config.dmd_steps, stage_end):
-            values = dmd.train_step(dmd_batches.next())
-            record("dmd", dmd.step - 1, values)
-            critic_losses.append(values["critic_loss"])
-            if "generator_loss" in values:
-                generator_losses.append(values["generator_loss"])
-            if dmd.step % 10 == 0:
-                log(f"dmd step {dmd.step}: generator {_tail(generator_losses):.4f} critic {_tail(critic_losses):.4f}")
-            if time.monotonic() - last_save > config.save_every_s:
-                save_dmd()
-                last_save = time.monotonic()
-        save_dmd()
-        log(f"dmd: {dmd.step} steps, generator {_tail(generator_losses):.4f}, critic {_tail(critic_losses):.4f}, "
-            f"{time.monotonic() - started:.0f} s")
-        final = out / "dmd_ema.safetensors"
-    shutil.copyfile(final, out / "demo_model.safetensors")
-    metrics.close()
-    return out / "demo_model.safetensors"
+    run.fit("teacher", teacher, trainer, lambda: trainer.train_step(batches.next())["loss"], optimizer, config.lr,
+            config.teacher_steps, stage_start, stage_end)
+    return teacher
 
 
-def _ode_initialisation(config, teacher, batches, streaming, codec, out, record, log, started):
+def _ode_initialisation(run: _Run, teacher: torch.nn.Module, batches: _Batches) -> tuple[torch.nn.Module, Path]:
     """Stage 2: teacher ODE trajectories with motion guidance, regressed by a block-causal copy."""
+    config = run.config
     stage_start = time.monotonic()
     stage_end = stage_start + config.minutes * 60.0 * config.shares[1]
     student = teacher.clone()
@@ -314,32 +294,70 @@ def _ode_initialisation(config, teacher, batches, streaming, codec, out, record,
         augmentation=ClipAugmentation(min_tracks=10_000, max_tracks=10_000, temporal_mask_probability=0.0,
                                       text_dropout=0.0, motion_dropout=0.0, randomize_track_ids=not config.fixed_track_ids),
     )
-    ode_optimizer = torch.optim.AdamW(student.parameters(), lr=config.ode_lr)
-    ode = OdeInitTrainer(student, teacher, ode_optimizer, streaming, ode_config, seed=config.seed + 1)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.ode_lr)
+    ode = OdeInitTrainer(student, teacher, optimizer, run.streaming, ode_config, seed=config.seed + 1)
     trajectories = []
     trajectory_deadline = stage_start + 0.4 * (stage_end - stage_start)
     while not trajectories or _continues(len(trajectories), config.ode_batches, trajectory_deadline):
         batch = batches.next()
         augmented = ode.config.augmentation(batch, seed=len(trajectories))
         trajectories.append((augmented, ode.trajectory(augmented, seed=1_000 + len(trajectories))))
-    log(f"ode_init: {len(trajectories)} trajectory batches in {time.monotonic() - stage_start:.0f} s")
-    losses = []
-    path = out / "ode_init.safetensors"
-    last_save = regression_start = time.monotonic()
-    while _continues(ode.step, config.ode_steps, stage_end):
-        _schedule_lr(ode_optimizer, config, config.ode_lr, ode.step, config.ode_steps, regression_start, stage_end)
+    run.log(f"ode_init: {len(trajectories)} trajectory batches in {time.monotonic() - stage_start:.0f} s")
+
+    def train_step() -> float:
         batch, trajectory = trajectories[ode.step % len(trajectories)]
-        loss = ode.train_step(batch, trajectory)["loss"]
-        losses.append(loss)
-        record("ode_init", ode.step - 1, {"loss": loss})
-        if ode.step % 50 == 0:
-            log(f"ode_init step {ode.step}: loss {_tail(losses):.4f}")
-        if time.monotonic() - last_save > config.save_every_s:
-            save_weights(path, student, streaming, metadata=_metadata(codec, "ode_init", {"steps": ode.step}))
-            last_save = time.monotonic()
-    save_weights(path, student, streaming, metadata=_metadata(codec, "ode_init", {"steps": ode.step}))
-    log(f"ode_init: {ode.step} steps, last-50 loss {_tail(losses):.4f}, {time.monotonic() - started:.0f} s")
+        return ode.train_step(batch, trajectory)["loss"]
+
+    path = run.fit("ode_init", student, ode, train_step, optimizer, config.ode_lr, config.ode_steps,
+                   time.monotonic(), stage_end)
     return student, path
+
+
+def _self_forcing_dmd(run: _Run, teacher, student, batches: _Batches, stage_end: float) -> Path:
+    """Stage 3: the student rolls out through the streaming cache; the teacher and a critic score it."""
+    config = run.config
+    critic = teacher.clone().requires_grad_(True)
+    dmd_config = SelfForcingDMDConfig(
+        teacher_frames=config.clip_frames, rollout_frames=config.dmd_rollout_frames, score_window="random",
+        text_scale=0.0, motion_scale=config.motion_scale,
+        generator_update_every=config.generator_update_every, ema_decay=0.95,
+        augmentation=ClipAugmentation(min_tracks=config.min_tracks, max_tracks=64, text_dropout=0.0,
+                                      motion_dropout=0.0, randomize_track_ids=not config.fixed_track_ids),
+    )
+    dmd = SelfForcingDMDTrainer(
+        student, critic, teacher,
+        torch.optim.AdamW(student.parameters(), lr=config.dmd_lr, betas=(0.0, 0.999)),
+        torch.optim.AdamW(critic.parameters(), lr=config.critic_lr, betas=(0.0, 0.999)),
+        run.streaming, dmd_config, seed=config.seed + 2,
+    )
+    generator_losses, critic_losses = [], []
+    if config.dmd_rollout_frames > config.clip_frames:
+        started_pool = time.monotonic()
+        rollout_pool = make_pool(run.codec, config.dmd_pool_clips, config.dmd_rollout_frames, config.seed + 7,
+                                 max_speed=config.max_speed)
+        batches = _Batches(rollout_pool, config.batch_size, config.seed + 7)
+        run.log(f"dmd: {len(rollout_pool)} clips of {config.dmd_rollout_frames} frames in {time.monotonic() - started_pool:.0f} s")
+
+    def save() -> Path:
+        run.save("dmd", student, dmd.step)
+        return run.save("dmd_ema", student, dmd.step, state_dict=dmd.ema.shadow)
+
+    last_save = time.monotonic()
+    while _continues(dmd.step, config.dmd_steps, stage_end):
+        values = dmd.train_step(batches.next())
+        run.record("dmd", dmd.step - 1, values)
+        critic_losses.append(values["critic_loss"])
+        if "generator_loss" in values:
+            generator_losses.append(values["generator_loss"])
+        if dmd.step % 10 == 0:
+            run.log(f"dmd step {dmd.step}: generator {_tail(generator_losses):.4f} critic {_tail(critic_losses):.4f}")
+        if time.monotonic() - last_save > config.save_every_s:
+            save()
+            last_save = time.monotonic()
+    final = save()
+    run.log(f"dmd: {dmd.step} steps, generator {_tail(generator_losses):.4f}, critic {_tail(critic_losses):.4f}, "
+            f"{run.elapsed():.0f} s")
+    return final
 
 
 DEMO_CLIP_DATASET_SEED = 2026
