@@ -119,11 +119,16 @@ class RecipeConfig:
     # extrapolation the rolling cache performs at inference) and scores a random teacher-length window.
     dmd_rollout_frames: int = 25
     dmd_pool_clips: int = 600
+    # Also keep the DMD EMA every this many steps (dmd_ema_step<N>.safetensors), to choose a stable
+    # stretch on validation clips afterwards (0: only the latest).
+    dmd_snapshot_every: int = 0
     save_every_s: float = 120.0
     seed: int = 0
     wan: dict = dataclasses.field(default_factory=dict)  # overrides of demo_wan_config
     track_id_dim: int = 64
     threads: int | None = None
+    # Where the models train ("cuda" on a lent GPU: raise --batch-size there); the clip pools stay on the CPU.
+    device: str = "cpu"
     # Start the teacher from these weights (e.g. the teacher.safetensors of an earlier, shorter run).
     teacher_init: str | None = None
     # Start stage 3 from this student (e.g. an earlier run's dmd_ema.safetensors) instead of stage 2.
@@ -237,6 +242,8 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
     _check_rollout_frames(config, streaming)
     if config.threads:
         torch.set_num_threads(config.threads)
+    if torch.device(config.device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     budget = config.minutes * 60.0
@@ -266,7 +273,7 @@ def _teacher(run: _Run, batches: _Batches, stage_end: float) -> torch.nn.Module:
     """Stage 1: rectified flow matching of the bidirectional teacher with the track head."""
     config = run.config
     stage_start = time.monotonic()
-    base = WanDiT(demo_wan_config(**config.wan))
+    base = WanDiT(demo_wan_config(**config.wan)).to(config.device)
     teacher = build_teacher(base, TRACK_CHANNELS, id_dim=config.track_id_dim, temporal_compression=1)
     if config.teacher_init:
         teacher.load_state_dict(_load_same_codec(config.teacher_init, run.codec).state_dict())
@@ -300,7 +307,7 @@ def _ode_initialisation(run: _Run, teacher: torch.nn.Module, batches: _Batches) 
     trajectory_deadline = stage_start + 0.4 * (stage_end - stage_start)
     while not trajectories or _continues(len(trajectories), config.ode_batches, trajectory_deadline):
         batch = batches.next()
-        augmented = ode.config.augmentation(batch, seed=len(trajectories))
+        augmented = ode.config.augmentation(batch, seed=len(trajectories)).to(config.device)
         trajectories.append((augmented, ode.trajectory(augmented, seed=1_000 + len(trajectories))))
     run.log(f"ode_init: {len(trajectories)} trajectory batches in {time.monotonic() - stage_start:.0f} s")
 
@@ -354,6 +361,8 @@ def _self_forcing_dmd(run: _Run, teacher, student, batches: _Batches, stage_end:
         if time.monotonic() - last_save > config.save_every_s:
             save()
             last_save = time.monotonic()
+        if config.dmd_snapshot_every and dmd.step % config.dmd_snapshot_every == 0:
+            run.save(f"dmd_ema_step{dmd.step}", student, dmd.step, state_dict=dmd.ema.shadow)
     final = save()
     run.log(f"dmd: {dmd.step} steps, generator {_tail(generator_losses):.4f}, critic {_tail(critic_losses):.4f}, "
             f"{run.elapsed():.0f} s")
@@ -451,10 +460,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="cosine decay of the teacher and ODE learning rates to this fraction (1: constant)")
     parser.add_argument("--dmd-rollout-frames", type=int, default=25,
                         help="latent frames per DMD rollout (1 + 3k; longer than --clip-frames trains extrapolation)")
+    parser.add_argument("--dmd-lr", type=float, default=RecipeConfig.dmd_lr, help="student learning rate in DMD")
+    parser.add_argument("--generator-update-every", type=int, default=RecipeConfig.generator_update_every,
+                        help="DMD critic updates per student update")
+    parser.add_argument("--dmd-snapshot-every", type=int, default=0,
+                        help="also keep the DMD EMA every N steps (dmd_ema_step<N>.safetensors)")
     parser.add_argument("--whiten-codec", action=argparse.BooleanOptionalAction, default=True,
                         help="unit variance per codec component (else one shared scale)")
     parser.add_argument("--random-track-ids", action="store_true", help="train with fresh random track ids per clip")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--device", default="cpu", help="where the models train, e.g. cuda (raise --batch-size there)")
     parser.add_argument("--export-assets", metavar="DIR",
                         help="after training, write the shipped assets (fp16 weights, example image and tracks) to DIR")
     parser.add_argument("--export-only", metavar="WEIGHTS", help="skip training: export these weights with --export-assets")
@@ -469,9 +484,10 @@ def main(argv: list[str] | None = None) -> None:
         pool_clips=args.pool_clips, batch_size=args.batch_size, codec_fit_clips=args.codec_fit_clips,
         shares=tuple(args.shares), seed=args.seed, teacher_init=args.teacher_init, student_init=args.student_init, min_tracks=args.min_tracks,
         max_speed=args.max_speed, fixed_track_ids=not args.random_track_ids, clip_frames=args.clip_frames,
-        threads=args.threads, wan=json.loads(args.wan),
+        threads=args.threads, device=args.device, wan=json.loads(args.wan),
         dmd_rollout_frames=args.dmd_rollout_frames, whiten_codec=args.whiten_codec, warmup_steps=args.warmup_steps,
-        final_lr_fraction=args.final_lr_fraction,
+        final_lr_fraction=args.final_lr_fraction, dmd_lr=args.dmd_lr,
+        generator_update_every=args.generator_update_every, dmd_snapshot_every=args.dmd_snapshot_every,
     )
     final = run_recipe(config, log=lambda m: print(m, flush=True))
     print(f"wrote {final}")
