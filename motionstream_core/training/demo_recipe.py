@@ -30,6 +30,9 @@ extrapolation; its teacher trained on in two more runs; then DMD resumed from A'
 
 `--teacher-init` starts stage 1 from an earlier teacher (`--teacher-steps 0` keeps it as it is);
 `--student-init` skips stage 2 and resumes stage 3 from an earlier student (its dmd_ema weights).
+`--dmd-snapshot-every N` also keeps the DMD EMA every N steps, to be chosen between on validation clips
+(`python bench/bench_demo.py --model ... --clip-set validation`): a lower teacher loss does not always
+mean better track following, and DMD at small batches is noisy. `--device cuda` trains on a GPU.
 
 Each stage runs for a share of the wall-clock budget (or a step cap) and writes its weights
 (`teacher.safetensors`, `ode_init.safetensors`, `dmd.safetensors`, `dmd_ema.safetensors`, each
