@@ -265,7 +265,8 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
             log(f"student starts from {config.student_init}; no ODE initialisation")
             final = Path(config.student_init)
         else:
-            student, final = _ode_initialisation(run, teacher, batches)
+            stage_end = time.monotonic() + budget * config.shares[1]
+            student, final = _ode_initialisation(run, teacher, batches, stage_end)
         if config.dmd_steps != 0:
             final = _self_forcing_dmd(run, teacher, student, batches, stage_end=time.monotonic() + budget * config.shares[2])
     shutil.copyfile(final, out / "demo_model.safetensors")
@@ -293,11 +294,12 @@ def _teacher(run: _Run, batches: _Batches, stage_end: float) -> torch.nn.Module:
     return teacher
 
 
-def _ode_initialisation(run: _Run, teacher: torch.nn.Module, batches: _Batches) -> tuple[torch.nn.Module, Path]:
+def _ode_initialisation(
+    run: _Run, teacher: torch.nn.Module, batches: _Batches, stage_end: float
+) -> tuple[torch.nn.Module, Path]:
     """Stage 2: teacher ODE trajectories with motion guidance, regressed by a block-causal copy."""
     config = run.config
     stage_start = time.monotonic()
-    stage_end = stage_start + config.minutes * 60.0 * config.shares[1]
     student = teacher.clone()
     ode_config = OdeInitConfig(
         teacher_steps=config.ode_teacher_steps, text_scale=0.0, motion_scale=config.motion_scale,
@@ -466,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dmd-lr", type=float, default=RecipeConfig.dmd_lr, help="student learning rate in DMD")
     parser.add_argument("--generator-update-every", type=int, default=RecipeConfig.generator_update_every,
                         help="DMD critic updates per student update")
-    parser.add_argument("--dmd-snapshot-every", type=int, default=0,
+    parser.add_argument("--dmd-snapshot-every", type=int, default=RecipeConfig.dmd_snapshot_every,
                         help="also keep the DMD EMA every N steps (dmd_ema_step<N>.safetensors)")
     parser.add_argument("--whiten-codec", action=argparse.BooleanOptionalAction, default=True,
                         help="unit variance per codec component (else one shared scale)")
