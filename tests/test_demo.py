@@ -155,11 +155,31 @@ def test_recipe_resumes_dmd_from_a_given_student_without_ode_initialisation(tmp_
                 wan=dict(dim=32, ffn_dim=48, num_heads=2, num_layers=1))
     first = run_recipe(RecipeConfig(out=str(tmp_path / "a"), **tiny), log=lambda message: None)
     resumed = RecipeConfig(out=str(tmp_path / "b"), teacher_init=str(tmp_path / "a" / "teacher.safetensors"),
-                           student_init=str(first), dmd_snapshot_every=2, **{**tiny, "teacher_steps": 0, "dmd_steps": 3})
+                           student_init=str(first), dmd_snapshot_every=2, streaming=dict(commit_step=200, commit_renoise=True),
+                           **{**tiny, "teacher_steps": 0, "dmd_steps": 3})
     final = run_recipe(resumed, log=lambda message: None)
+    # The rollouts' streaming settings travel with the weights the run writes.
+    streaming = load_weights(final)[1]
+    assert (streaming.commit_step, streaming.commit_renoise, streaming.window_frames) == (200, True, 6)
     stages = {json.loads(line)["stage"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()}
     assert stages == {"dmd"} and not (tmp_path / "b" / "ode_init.safetensors").exists()
     start, after = load_weights(first)[0].state_dict(), load_weights(tmp_path / "b" / "dmd.safetensors")[0].state_dict()
     assert any(not torch.equal(start[name], after[name]) for name in start)
     assert final == tmp_path / "b" / "demo_model.safetensors"
     assert sorted(p.name for p in (tmp_path / "b").glob("dmd_ema_step*")) == ["dmd_ema_step2.safetensors"]
+
+
+def test_export_writes_fp16_weights_and_can_override_the_streaming_settings(tmp_path):
+    from motionstream_core.training.checkpoints import read_streaming_config
+    from motionstream_core.training.demo_recipe import export_demo_assets
+
+    sizes = export_demo_assets(asset_path(MODEL_FILE), tmp_path, streaming=dict(commit_step=150, window_frames=9))
+    exported = tmp_path / MODEL_FILE
+    assert set(sizes) == {MODEL_FILE, "demo_image.npy", "demo_tracks.json"}
+    shipped, streaming = read_streaming_config(asset_path(MODEL_FILE)), read_streaming_config(exported)
+    assert (streaming.commit_step, streaming.window_frames) == (150, 9)
+    assert streaming.shift == shipped.shift and streaming.block_frames == shipped.block_frames
+    assert read_metadata(exported)["codec"] == read_metadata(asset_path(MODEL_FILE))["codec"]
+    original, rewritten = load_dit(asset_path(MODEL_FILE))[0], load_dit(exported)[0]
+    assert rewritten.dtype == torch.float16
+    assert all(torch.equal(a.half(), b) for a, b in zip(original.state_dict().values(), rewritten.state_dict().values()))

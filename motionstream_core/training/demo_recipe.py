@@ -128,6 +128,8 @@ class RecipeConfig:
     save_every_s: float = 120.0
     seed: int = 0
     wan: dict = dataclasses.field(default_factory=dict)  # overrides of demo_wan_config
+    # Overrides of demo_streaming_config: the cache and commit the DMD rollouts use, stored with the weights.
+    streaming: dict = dataclasses.field(default_factory=dict)
     track_id_dim: int = 64
     threads: int | None = None
     # Where the models train ("cuda" on a lent GPU: raise --batch-size there); the clip pools stay on the CPU.
@@ -241,7 +243,7 @@ class _Run:
 
 
 def run_recipe(config: RecipeConfig, log=print) -> Path:
-    streaming = demo_streaming_config()
+    streaming = demo_streaming_config(**config.streaming)
     _check_rollout_frames(config, streaming)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -389,17 +391,28 @@ def demo_clip(frames: int = DEMO_CLIP_FRAMES):
     raise RuntimeError("no example clip found")
 
 
-def export_demo_assets(model_path: str | Path, assets_dir: str | Path, dtype: torch.dtype = torch.float16) -> dict:
-    """Writes demo_model.safetensors (weights in `dtype`, metadata kept), demo_image.npy and demo_tracks.json."""
+def export_demo_assets(
+    model_path: str | Path, assets_dir: str | Path, dtype: torch.dtype = torch.float16, streaming: dict | None = None
+) -> dict:
+    """Writes demo_model.safetensors (weights in `dtype`, metadata kept), demo_image.npy and demo_tracks.json.
+
+    `streaming` overrides settings of the stored streaming config (inference settings chosen on
+    validation clips, e.g. the commit's context noise).
+    """
     import numpy as np
 
     from ..track_formats import tracks_to_widget_json
     from ..weights import read_state_dict, write_safetensors_atomically
+    from .checkpoints import read_streaming_config, streaming_config_json
 
     assets = Path(assets_dir)
     assets.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in read_state_dict(model_path).items()}
-    write_safetensors_atomically(tensors, assets / "demo_model.safetensors", read_metadata(model_path))
+    metadata = read_metadata(model_path)
+    if streaming:
+        stored = read_streaming_config(model_path) or demo_streaming_config()
+        metadata["streaming_config"] = streaming_config_json(dataclasses.replace(stored, **streaming))
+    write_safetensors_atomically(tensors, assets / "demo_model.safetensors", metadata)
     clip = demo_clip()
     image = (clip.frames[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     np.save(assets / "demo_image.npy", image)
@@ -479,9 +492,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="after training, write the shipped assets (fp16 weights, example image and tracks) to DIR")
     parser.add_argument("--export-only", metavar="WEIGHTS", help="skip training: export these weights with --export-assets")
     parser.add_argument("--wan", default="{}", help="JSON overrides of the demo WanConfig (e.g. '{\"num_layers\": 2}')")
+    parser.add_argument("--streaming", default="{}",
+                        help="JSON overrides of the demo StreamingConfig for training and export (e.g. '{\"commit_step\": 200}')")
     args = parser.parse_args(argv)
     if args.export_only:
-        print(export_demo_assets(args.export_only, args.export_assets or "motionstream_core/assets"))
+        print(export_demo_assets(args.export_only, args.export_assets or "motionstream_core/assets",
+                                 streaming=json.loads(args.streaming)))
         return
     config = RecipeConfig(
         out=args.out, minutes=args.minutes, teacher_steps=args.teacher_steps, ode_steps=args.ode_steps,
@@ -489,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
         pool_clips=args.pool_clips, batch_size=args.batch_size, codec_fit_clips=args.codec_fit_clips,
         shares=tuple(args.shares), seed=args.seed, teacher_init=args.teacher_init, student_init=args.student_init, min_tracks=args.min_tracks,
         max_speed=args.max_speed, fixed_track_ids=not args.random_track_ids, clip_frames=args.clip_frames,
-        threads=args.threads, device=args.device, wan=json.loads(args.wan),
+        threads=args.threads, device=args.device, wan=json.loads(args.wan), streaming=json.loads(args.streaming),
         dmd_rollout_frames=args.dmd_rollout_frames, whiten_codec=args.whiten_codec, warmup_steps=args.warmup_steps,
         final_lr_fraction=args.final_lr_fraction, dmd_lr=args.dmd_lr,
         generator_update_every=args.generator_update_every, dmd_snapshot_every=args.dmd_snapshot_every,
@@ -497,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
     final = run_recipe(config, log=lambda m: print(m, flush=True))
     print(f"wrote {final}")
     if args.export_assets:
-        print(export_demo_assets(final, args.export_assets))
+        print(export_demo_assets(final, args.export_assets, streaming=json.loads(args.streaming)))
 
 
 if __name__ == "__main__":
