@@ -10,8 +10,9 @@ prints the frames per second. Only numpy and torch are needed.
 
 Options: --tracks (widget JSON, see `track_formats`), --image (.npy uint8 [H, W, 3] or float in
 [0, 1]), --frames, --seed, --no-sinks (the same cache without its sink frames, for comparison),
---no-tracks (the null-motion input), --model (another demo-format checkpoint), --scale (pixel
-repeat of the written video).
+--no-tracks (the null-motion input), --motion-scale (motion guidance of the student, one more
+forward per step; 0 turns it off; default: the model's), --model (another demo-format checkpoint),
+--scale (pixel repeat of the written video).
 """
 
 from __future__ import annotations
@@ -261,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-sinks", action="store_true", help="drop the sink frames from the cache (comparison)")
     parser.add_argument("--no-tracks", action="store_true", help="stream with the null-motion input")
+    parser.add_argument("--motion-scale", type=float,
+                        help="motion guidance wm of the student (0: off, one forward per step; default: the model's setting)")
     parser.add_argument("--scale", type=int, default=2, help="integer pixel repeat of the written video")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -268,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     demo = load_demo_model(args.model)
+    if args.motion_scale is not None:
+        demo.streaming = dataclasses.replace(demo.streaming, motion_scale=args.motion_scale)
     image = load_demo_image(args.image)
     if tuple(image.shape[1:]) != (demo.size, demo.size):
         image = F.interpolate(image[None], size=(demo.size, demo.size), mode="bilinear", align_corners=False)[0]
@@ -282,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "output": str(path), "frames": result.frames.shape[0], "size": demo.size, "seconds": round(result.seconds, 3),
         "frames_per_second": round(result.frames_per_second, 1), "first_chunk_ms": round(1000 * result.first_chunk_seconds, 1),
         "realtime_fps": demo.fps, "sinks": not args.no_sinks, "tracks": tracks is not None,
+        "motion_scale": demo.streaming.motion_scale,
     }))
     print(f"wrote {path}: {result.frames.shape[0]} frames at {result.frames_per_second:.1f} frames/s "
           f"(model + decoding, {torch.get_num_threads()} threads; real time is {demo.fps:g} frames/s)")

@@ -112,8 +112,9 @@ def test_main_job_writes_an_animated_png(tmp_path, capsys):
     assert (info["width"], info["height"], info["num_frames"]) == (128, 128, 7)
     report = json.loads(capsys.readouterr().out.splitlines()[0])
     assert report["frames"] == 7 and report["frames_per_second"] > 0
-    assert main(["--output", str(tmp_path / "free.png"), "--frames", "4", "--no-sinks", "--no-tracks"]) == 0
+    assert main(["--output", str(tmp_path / "free.png"), "--frames", "4", "--no-sinks", "--no-tracks", "--motion-scale", "0"]) == 0
     assert read_apng_info(tmp_path / "free.png")["width"] == 256  # default 2x pixel repeat
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["motion_scale"] == 0
 
 
 def test_streaming_is_deterministic_and_follows_the_track_head():
@@ -173,11 +174,12 @@ def test_export_writes_fp16_weights_and_can_override_the_streaming_settings(tmp_
     from motionstream_core.training.checkpoints import read_streaming_config
     from motionstream_core.training.demo_recipe import export_demo_assets
 
-    sizes = export_demo_assets(asset_path(MODEL_FILE), tmp_path, streaming=dict(commit_step=150, window_frames=9))
+    sizes = export_demo_assets(asset_path(MODEL_FILE), tmp_path, streaming=dict(commit_step=50, window_frames=7))
     exported = tmp_path / MODEL_FILE
     assert set(sizes) == {MODEL_FILE, "demo_image.npy", "demo_tracks.json"}
     shipped, streaming = read_streaming_config(asset_path(MODEL_FILE)), read_streaming_config(exported)
-    assert (streaming.commit_step, streaming.window_frames) == (150, 9)
+    assert (shipped.commit_step, shipped.window_frames) != (50, 7)  # the override is visible
+    assert (streaming.commit_step, streaming.window_frames) == (50, 7)
     assert streaming.shift == shipped.shift and streaming.block_frames == shipped.block_frames
     assert read_metadata(exported)["codec"] == read_metadata(asset_path(MODEL_FILE))["codec"]
     original, rewritten = load_dit(asset_path(MODEL_FILE))[0], load_dit(exported)[0]

@@ -15,7 +15,11 @@ extrapolation; its teacher trained on in two more runs; then DMD resumed from A'
         --teacher-steps 1400 --ode-batches 1 --ode-steps 0 --dmd-steps 0
     python -m motionstream_core.training.demo_recipe --out runs/demo6 --threads 2 --teacher-init runs/demo5/teacher.safetensors \
         --teacher-steps 0 --student-init runs/demo/dmd_ema.safetensors --dmd-steps 130 --pool-clips 16 --shares 0 0 1
-    python -m motionstream_core.training.demo_recipe --export-only runs/demo6/dmd_ema.safetensors --export-assets motionstream_core/assets
+    python -m motionstream_core.training.demo_recipe --export-only runs/demo6/dmd_ema.safetensors --export-assets motionstream_core/assets \
+        --streaming '{"commit_step": 50, "commit_renoise": true}'
+
+The export's `--streaming` sets the inference settings stored with the weights; context noise 50 (the
+commit pass sees the chunk re-noised to sigma 0.05) was chosen on the validation clips, see bench/RESULTS.md.
 
 1. data: `synthetic_motion` clips at 128x128, encoded once with a `PatchCodec` (4x4 pixels per
    latent cell, 16 channels, PCA fitted on the first clips); the first-frame condition is the
