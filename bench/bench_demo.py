@@ -12,7 +12,7 @@
 
     python bench/bench_demo.py
     python bench/bench_demo.py --model runs/demo/ode_init.safetensors --clips 8 --rollout-chunks 200
-    python bench/bench_demo.py --clip-set validation --skip drift speed --streaming '{"motion_scale": 0}'
+    python bench/bench_demo.py --clip-set validation --skip drift speed --streaming '{"motion_scale": 1.5}'
 """
 
 import argparse
@@ -75,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="demo-format weights (default: the shipped model)")
     parser.add_argument("--clips", type=int, default=48,
-                        help="track-following clips (16 scatter by about 1 px from set to set; 48 by about half that)")
+                        help="track-following clips (means over 16 clips scatter by about 1 px from set to set)")
     parser.add_argument("--frames", type=int, default=31, help="frames per held-out clip (1 + 3k)")
     parser.add_argument("--rollout-chunks", type=int, default=1000)
     parser.add_argument("--speed-frames", type=int, default=193)
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--clip-set", choices=tuple(CLIP_SETS), default="held-out",
                         help="track-following clips: the reported held-out set, or the validation set used to pick checkpoints")
     parser.add_argument("--streaming", default="{}",
-                        help='JSON overrides of the model\'s streaming settings, e.g. \'{"commit_step": 0, "motion_scale": 0}\'')
+                        help='JSON overrides of the model\'s streaming settings, e.g. \'{"commit_step": 0, "motion_scale": 1.5}\'')
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=(), choices=("epe", "drift", "speed"))
     args = parser.parse_args()
