@@ -16,6 +16,10 @@ from motionstream_core.weights import load_dit, read_metadata
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
+# Every stage of the demo recipe for one step on a 1-layer, 32-wide model.
+TINY_RECIPE = dict(teacher_steps=1, ode_steps=1, dmd_steps=1, ode_batches=1, pool_clips=2, batch_size=2, codec_fit_clips=1,
+                   ode_teacher_steps=2, clip_frames=4, track_id_dim=8, wan=dict(dim=32, ffn_dim=48, num_heads=2, num_layers=1))
+
 
 def test_shipped_model_loads_through_load_dit_and_the_demo_loader():
     path = asset_path(MODEL_FILE)
@@ -63,6 +67,20 @@ def test_codec_without_whitening_shares_one_scale_and_round_trips_alike():
     torch.testing.assert_close(shared.encode_images(frames).square().mean(), torch.tensor(1.0), atol=0.05, rtol=0)
     torch.testing.assert_close(shared.decode_images(shared.encode_images(frames)),
                                whitened.decode_images(whitened.encode_images(frames)), atol=1e-4, rtol=0)
+
+
+def test_codec_variance_weights_make_the_regression_loss_the_pixel_error():
+    from motionstream_core.training.self_forcing_regression import weighted_regression_loss
+
+    codec = PatchCodec.fit(generate_clip(SyntheticMotionConfig(num_frames=5), seed=7).frames, channels=16, factor=4)
+    weights = codec.scale.square()
+    target = codec.encode_images(torch.full((3, 3, 128, 128), 0.5))  # mid-grey: small errors are never clamped
+    ratios = []
+    for seed in range(3):
+        generated = target + 0.01 * torch.randn(target.shape, generator=torch.Generator().manual_seed(seed))
+        pixel_error = (codec.decode_images(generated) - codec.decode_images(target)).square().mean()
+        ratios.append(float(pixel_error / weighted_regression_loss(generated, target, weights)))
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-3)
 
 
 def test_recipe_learning_rate_warms_up_then_decays_over_the_stage():
@@ -151,9 +169,7 @@ def test_recipe_resumes_dmd_from_a_given_student_without_ode_initialisation(tmp_
     from motionstream_core.training.checkpoints import load_weights
     from motionstream_core.training.demo_recipe import RecipeConfig, run_recipe
 
-    tiny = dict(teacher_steps=1, ode_steps=1, dmd_steps=1, ode_batches=1, pool_clips=2, batch_size=2, codec_fit_clips=1,
-                ode_teacher_steps=2, clip_frames=4, track_id_dim=8, dmd_rollout_frames=4,
-                wan=dict(dim=32, ffn_dim=48, num_heads=2, num_layers=1))
+    tiny = {**TINY_RECIPE, "dmd_rollout_frames": 4}
     first = run_recipe(RecipeConfig(out=str(tmp_path / "a"), **tiny), log=lambda message: None)
     resumed = RecipeConfig(out=str(tmp_path / "b"), teacher_init=str(tmp_path / "a" / "teacher.safetensors"),
                            student_init=str(first), dmd_snapshot_every=2, streaming=dict(commit_step=200, commit_renoise=True),
@@ -168,6 +184,28 @@ def test_recipe_resumes_dmd_from_a_given_student_without_ode_initialisation(tmp_
     assert any(not torch.equal(start[name], after[name]) for name in start)
     assert final == tmp_path / "b" / "demo_model.safetensors"
     assert sorted(p.name for p in (tmp_path / "b").glob("dmd_ema_step*")) == ["dmd_ema_step2.safetensors"]
+
+
+def test_recipe_regresses_a_given_student_on_the_clips(tmp_path):
+    from motionstream_core.training.checkpoints import load_weights
+    from motionstream_core.training.demo_recipe import RecipeConfig, run_recipe
+
+    tiny = {**TINY_RECIPE, "dmd_steps": 0, "dmd_rollout_frames": 7}
+    first = run_recipe(RecipeConfig(out=str(tmp_path / "a"), **tiny), log=lambda message: None)
+    refined = RecipeConfig(out=str(tmp_path / "b"), student_init=str(tmp_path / "a" / "ode_init.safetensors"),
+                           regression_steps=2, regression_pool_clips=2, regression_snapshot_every=1,
+                           **{**tiny, "teacher_steps": 0})
+    final = run_recipe(refined, log=lambda message: None)
+    stages = {json.loads(line)["stage"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()}
+    assert stages == {"regression"}
+    start = load_weights(first)[0].state_dict()
+    after = load_weights(tmp_path / "b" / "regression.safetensors")[0].state_dict()
+    assert any(not torch.equal(start[name], after[name]) for name in start)
+    assert final == tmp_path / "b" / "demo_model.safetensors"
+    shipped, ema = load_weights(final)[0].state_dict(), load_weights(tmp_path / "b" / "regression_ema.safetensors")[0].state_dict()
+    assert all(torch.equal(shipped[name], ema[name]) for name in ema)
+    assert sorted(p.name for p in (tmp_path / "b").glob("regression_ema_step*")) == [
+        "regression_ema_step1.safetensors", "regression_ema_step2.safetensors"]
 
 
 def test_export_writes_fp16_weights_and_can_override_the_streaming_settings(tmp_path):

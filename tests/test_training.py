@@ -37,6 +37,9 @@ from motionstream_core.training import (
 )
 from motionstream_core.training.cli import build_dataclass, RunConfig
 from motionstream_core.training.self_forcing_dmd import RolloutPlan, plan_rollout, self_forcing_rollout
+from motionstream_core.training.self_forcing_regression import (
+    SelfForcingRegressionConfig, SelfForcingRegressionTrainer, weighted_regression_loss,
+)
 from motionstream_core.training.seeding import PerSampleNoise, sample_generators
 from motionstream_core.weights import load_dit, read_config_file
 from tiny_models import random_dit, tiny_config
@@ -363,6 +366,56 @@ def test_dmd_moves_a_generator_to_the_teacher_distribution():
         optimizer.step()
     torch.testing.assert_close(mean.detach(), teacher_mean, atol=0.1, rtol=0)
     torch.testing.assert_close(log_std.detach().exp(), teacher_std, atol=0.1, rtol=0)
+
+
+# --- stage 3 against the data ---
+
+
+def test_regression_step_updates_the_student_and_its_ema_with_no_teacher():
+    student = new_teacher(seed=8)
+    config = SelfForcingRegressionConfig(rollout_frames=9, ema_decay=0.5, augmentation=NO_AUGMENTATION)
+    trainer = SelfForcingRegressionTrainer(student, torch.optim.AdamW(student.parameters(), lr=1e-3), STREAMING, config)
+    before = parameters_of(student)
+    metrics = trainer.train_step(make_batch(frames=9))
+    assert set(metrics) == {"loss"} and metrics["loss"] > 0
+    moved = changed(before, student)
+    assert {"transformer.blocks.0.self_attn.q.weight", "track_encoder.temporal_conv.weight"} <= moved
+    name = "transformer.blocks.0.self_attn.q.weight"
+    expected_ema = 0.5 * before[name] + 0.5 * dict(student.named_parameters())[name].detach()
+    torch.testing.assert_close(trainer.ema.shadow[name], expected_ema)
+    with pytest.raises(ValueError, match="shorter than the 9-frame rollout"):
+        trainer.train_step(make_batch(frames=6))
+    with pytest.raises(ValueError, match="channel_weights"):
+        SelfForcingRegressionTrainer(student, trainer.optimizer, STREAMING,
+                                     dataclasses.replace(config, channel_weights=(1.0, 2.0)))
+
+
+def test_regression_moves_the_students_own_rollouts_toward_the_clip():
+    torch.manual_seed(0)
+    student = new_teacher(seed=9)
+    batch = make_batch(batch=2, frames=9, seed=4)
+    config = SelfForcingRegressionConfig(rollout_frames=9, augmentation=NO_AUGMENTATION)
+    trainer = SelfForcingRegressionTrainer(student, torch.optim.AdamW(student.parameters(), lr=3e-3), STREAMING, config)
+    last_step = len(STREAMING.denoising_steps) - 1
+    plan = RolloutPlan(exit_steps=(last_step,) * 3, window_start=0, grad_blocks=frozenset())
+
+    def inference_error():
+        with torch.no_grad():
+            rollout = self_forcing_rollout(student, batch, STREAMING, plan, PerSampleNoise(5, batch.sample_ids, 4))
+        return float((rollout - batch.latents).square().mean())
+
+    start = inference_error()
+    for _ in range(40):
+        trainer.train_step(batch)
+    assert inference_error() < 0.5 * start
+
+
+def test_weighted_regression_loss_scales_each_channel():
+    generated, target = torch.zeros(1, 2, 1, 1, 1), torch.tensor([1.0, 2.0]).view(1, 2, 1, 1, 1)
+    assert float(weighted_regression_loss(generated, target, None)) == pytest.approx(2.5)
+    # weights (1, 3) normalised to mean 1: (0.5 * 1 + 1.5 * 4) / 2
+    assert float(weighted_regression_loss(generated, target, torch.tensor([1.0, 3.0]))) == pytest.approx(3.25)
+    assert float(weighted_regression_loss(generated, target, torch.tensor([0.0, 1.0]))) == pytest.approx(4.0)
 
 
 def test_ema_math():

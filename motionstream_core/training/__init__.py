@@ -1,5 +1,8 @@
 """Training of MotionStream models: teacher (stage 1), ODE initialisation (stage 2), Self Forcing + DMD (stage 3).
 
+Self Forcing can also regress the student's rollouts on the clips themselves
+(`SelfForcingRegressionTrainer`), for data that its conditions determine, such as the synthetic sprites.
+
     python -m motionstream_core.training {teacher,ode_init,dmd} --config run.json
     torchrun --nproc_per_node 8 -m motionstream_core.training dmd --config run.json
 """
@@ -11,6 +14,7 @@ from .ema import ExponentialMovingAverage
 from .flow_matching import SigmaSampler, flow_matching_loss
 from .ode_init import OdeInitConfig, OdeInitTrainer, block_causal_mask, ode_regression_loss, teacher_ode_trajectory
 from .self_forcing_dmd import SelfForcingDMDConfig, SelfForcingDMDTrainer, dmd_loss, plan_rollout, self_forcing_rollout
+from .self_forcing_regression import SelfForcingRegressionConfig, SelfForcingRegressionTrainer, weighted_regression_loss
 from .teacher import TeacherTrainer, TeacherTrainingConfig, add_input_channels, add_track_channels, build_teacher, teacher_loss
 
 __all__ = [
@@ -21,6 +25,8 @@ __all__ = [
     "OdeInitTrainer",
     "SelfForcingDMDConfig",
     "SelfForcingDMDTrainer",
+    "SelfForcingRegressionConfig",
+    "SelfForcingRegressionTrainer",
     "SigmaSampler",
     "TeacherTrainer",
     "TeacherTrainingConfig",
@@ -43,4 +49,5 @@ __all__ = [
     "subsample_tracks",
     "teacher_loss",
     "teacher_ode_trajectory",
+    "weighted_regression_loss",
 ]

@@ -66,6 +66,7 @@ from .checkpoints import load_weights, save_weights
 from .data import ClipAugmentation, ClipBatch, track_fields
 from .ode_init import OdeInitConfig, OdeInitTrainer
 from .self_forcing_dmd import SelfForcingDMDConfig, SelfForcingDMDTrainer, check_rollout_length
+from .self_forcing_regression import SelfForcingRegressionConfig, SelfForcingRegressionTrainer
 from .teacher import TeacherTrainer, TeacherTrainingConfig, build_teacher
 from .flow_matching import SigmaSampler
 
@@ -129,6 +130,13 @@ class RecipeConfig:
     # Also keep the DMD EMA every this many steps (dmd_ema_step<N>.safetensors), to choose a stable
     # stretch on validation clips afterwards (0: only the latest).
     dmd_snapshot_every: int = 0
+    # Optional last stage: Self Forcing regressed on the clips' own latents (`SelfForcingRegressionTrainer`),
+    # from the previous stage's final weights, for this many steps and/or minutes (0 / None: off).
+    regression_steps: int = 0
+    regression_minutes: float | None = None
+    regression_lr: float = 1e-4
+    regression_pool_clips: int = 1200
+    regression_snapshot_every: int = 0
     save_every_s: float = 120.0
     seed: int = 0
     wan: dict = dataclasses.field(default_factory=dict)  # overrides of demo_wan_config
@@ -246,6 +254,26 @@ class _Run:
         return path
 
 
+class _EmaSaver:
+    """Writes a stage's weights and their EMA (`<stage>`, `<stage>_ema`) every `save_every_s` and when asked,
+    and the EMA alone every `snapshot_every` steps (`<stage>_ema_step<N>`, 0: never)."""
+
+    def __init__(self, run: _Run, stage: str, model: torch.nn.Module, ema, snapshot_every: int):
+        self.run, self.stage, self.model, self.ema, self.snapshot_every = run, stage, model, ema, snapshot_every
+        self.last_save = time.monotonic()
+
+    def save(self, step: int) -> Path:
+        self.run.save(self.stage, self.model, step)
+        self.last_save = time.monotonic()
+        return self.run.save(f"{self.stage}_ema", self.model, step, state_dict=self.ema.shadow)
+
+    def after_step(self, step: int) -> None:
+        if time.monotonic() - self.last_save > self.run.config.save_every_s:
+            self.save(step)
+        if self.snapshot_every and step % self.snapshot_every == 0:
+            self.run.save(f"{self.stage}_ema_step{step}", self.model, step, state_dict=self.ema.shadow)
+
+
 def run_recipe(config: RecipeConfig, log=print) -> Path:
     streaming = demo_streaming_config(**config.streaming)
     _check_rollout_frames(config, streaming)
@@ -275,6 +303,9 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
             student, final = _ode_initialisation(run, teacher, batches, stage_end)
         if config.dmd_steps != 0:
             final = _self_forcing_dmd(run, teacher, student, batches, stage_end=time.monotonic() + budget * config.shares[2])
+        if config.regression_steps or config.regression_minutes:
+            student.load_state_dict(_load_same_codec(str(final), codec).state_dict())
+            final = _self_forcing_regression(run, student)
     shutil.copyfile(final, out / "demo_model.safetensors")
     return out / "demo_model.safetensors"
 
@@ -356,11 +387,7 @@ def _self_forcing_dmd(run: _Run, teacher, student, batches: _Batches, stage_end:
         batches = _Batches(rollout_pool, config.batch_size, config.seed + 7)
         run.log(f"dmd: {len(rollout_pool)} clips of {config.dmd_rollout_frames} frames in {time.monotonic() - started_pool:.0f} s")
 
-    def save() -> Path:
-        run.save("dmd", student, dmd.step)
-        return run.save("dmd_ema", student, dmd.step, state_dict=dmd.ema.shadow)
-
-    last_save = time.monotonic()
+    saver = _EmaSaver(run, "dmd", student, dmd.ema, config.dmd_snapshot_every)
     while _continues(dmd.step, config.dmd_steps, stage_end):
         values = dmd.train_step(batches.next())
         run.record("dmd", dmd.step - 1, values)
@@ -369,14 +396,45 @@ def _self_forcing_dmd(run: _Run, teacher, student, batches: _Batches, stage_end:
             generator_losses.append(values["generator_loss"])
         if dmd.step % 10 == 0:
             run.log(f"dmd step {dmd.step}: generator {_tail(generator_losses):.4f} critic {_tail(critic_losses):.4f}")
-        if time.monotonic() - last_save > config.save_every_s:
-            save()
-            last_save = time.monotonic()
-        if config.dmd_snapshot_every and dmd.step % config.dmd_snapshot_every == 0:
-            run.save(f"dmd_ema_step{dmd.step}", student, dmd.step, state_dict=dmd.ema.shadow)
-    final = save()
+        saver.after_step(dmd.step)
+    final = saver.save(dmd.step)
     run.log(f"dmd: {dmd.step} steps, generator {_tail(generator_losses):.4f}, critic {_tail(critic_losses):.4f}, "
             f"{run.elapsed():.0f} s")
+    return final
+
+
+def _self_forcing_regression(run: _Run, student) -> Path:
+    """Optional last stage: the student's rollouts regressed on the clips' own latents, in pixel error."""
+    config = run.config
+    stage_start = time.monotonic()
+    pool = make_pool(run.codec, config.regression_pool_clips, config.dmd_rollout_frames, config.seed + 11,
+                     max_speed=config.max_speed)
+    batches = _Batches(pool, config.batch_size, config.seed + 11)
+    run.log(f"regression: {len(pool)} clips of {config.dmd_rollout_frames} frames in {time.monotonic() - stage_start:.0f} s")
+    regression_config = SelfForcingRegressionConfig(
+        rollout_frames=config.dmd_rollout_frames, ema_decay=0.95,
+        # An orthonormal PCA codec: pixel error = sum over components of variance x latent error.
+        channel_weights=tuple(run.codec.scale.square().tolist()),
+        augmentation=dataclasses.replace(SelfForcingRegressionConfig.augmentation,
+                                         randomize_track_ids=not config.fixed_track_ids),
+    )
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.regression_lr, weight_decay=0.0)
+    trainer = SelfForcingRegressionTrainer(student, optimizer, run.streaming, regression_config, seed=config.seed + 3)
+    cap = config.regression_steps or None
+    start = time.monotonic()
+    end = start + config.regression_minutes * 60.0 if config.regression_minutes else math.inf
+
+    saver = _EmaSaver(run, "regression", student, trainer.ema, config.regression_snapshot_every)
+    losses = []
+    while (cap is None or trainer.step < cap) and time.monotonic() < end:
+        _schedule_lr(optimizer, config, config.regression_lr, trainer.step, cap, start, end)
+        losses.append(trainer.train_step(batches.next())["loss"])
+        run.record("regression", trainer.step - 1, {"loss": losses[-1]})
+        if trainer.step % 10 == 0:
+            run.log(f"regression step {trainer.step}: loss {_tail(losses):.4f}")
+        saver.after_step(trainer.step)
+    final = saver.save(trainer.step)
+    run.log(f"regression: {trainer.step} steps, loss {_tail(losses):.4f}, {run.elapsed():.0f} s")
     return final
 
 
@@ -487,6 +545,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="DMD critic updates per student update")
     parser.add_argument("--dmd-snapshot-every", type=int, default=RecipeConfig.dmd_snapshot_every,
                         help="also keep the DMD EMA every N steps (dmd_ema_step<N>.safetensors)")
+    parser.add_argument("--regression-steps", type=int, default=0,
+                        help="then regress the student's own rollouts on the clips for this many steps (0: off)")
+    parser.add_argument("--regression-minutes", type=float, help="wall-clock limit of that stage (alone: runs until it)")
+    parser.add_argument("--regression-lr", type=float, default=RecipeConfig.regression_lr)
+    parser.add_argument("--regression-pool-clips", type=int, default=RecipeConfig.regression_pool_clips)
+    parser.add_argument("--regression-snapshot-every", type=int, default=0,
+                        help="also keep its EMA every N steps (regression_ema_step<N>.safetensors)")
     parser.add_argument("--whiten-codec", action=argparse.BooleanOptionalAction, default=True,
                         help="unit variance per codec component (else one shared scale)")
     parser.add_argument("--random-track-ids", action="store_true", help="train with fresh random track ids per clip")
@@ -513,6 +578,9 @@ def main(argv: list[str] | None = None) -> None:
         dmd_rollout_frames=args.dmd_rollout_frames, whiten_codec=args.whiten_codec, warmup_steps=args.warmup_steps,
         final_lr_fraction=args.final_lr_fraction, dmd_lr=args.dmd_lr,
         generator_update_every=args.generator_update_every, dmd_snapshot_every=args.dmd_snapshot_every,
+        regression_steps=args.regression_steps, regression_minutes=args.regression_minutes,
+        regression_lr=args.regression_lr, regression_pool_clips=args.regression_pool_clips,
+        regression_snapshot_every=args.regression_snapshot_every,
     )
     final = run_recipe(config, log=lambda m: print(m, flush=True))
     print(f"wrote {final}")
