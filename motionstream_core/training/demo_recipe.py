@@ -3,9 +3,10 @@
     python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --export-assets motionstream_core/assets
 
 Stages end on the wall clock (85 minutes by default on a 2-core CPU; a GPU does far more steps in
-the same time) or at step caps. The shipped weights came from four CPU runs chained through
+the same time) or at step caps. The shipped weights came from CPU runs chained through
 `--teacher-init`/`--student-init` (run A as the recipe was before learning-rate schedules and DMD
-extrapolation; its teacher trained on in two more runs; then DMD resumed from A's student under that teacher):
+extrapolation; its teacher trained on in two more runs; then DMD resumed from A's student under that
+teacher; then that student, as exported in fp16, regressed on the clips in two runs):
 
     python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --teacher-steps 2290 \
         --warmup-steps 0 --final-lr-fraction 1 --ode-batches 31 --ode-steps 536 --dmd-steps 187 --dmd-rollout-frames 13
@@ -17,9 +18,16 @@ extrapolation; its teacher trained on in two more runs; then DMD resumed from A'
         --teacher-steps 0 --student-init runs/demo/dmd_ema.safetensors --dmd-steps 130 --pool-clips 16 --shares 0 0 1
     python -m motionstream_core.training.demo_recipe --export-only runs/demo6/dmd_ema.safetensors --export-assets motionstream_core/assets \
         --streaming '{"commit_step": 50, "commit_renoise": true}'
+    python -m motionstream_core.training.demo_recipe --out runs/reg1 --threads 2 --teacher-steps 0 --pool-clips 16 \
+        --student-init motionstream_core/assets/demo_model.safetensors --dmd-steps 0 \
+        --regression-minutes 85 --regression-pool-clips 2000 --regression-snapshot-every 100
+    python -m motionstream_core.training.demo_recipe --out runs/reg2 --threads 2 --teacher-steps 0 --pool-clips 16 \
+        --student-init runs/reg1/regression_ema.safetensors --dmd-steps 0 \
+        --regression-minutes 27 --regression-pool-clips 2000 --regression-snapshot-every 100
+    python -m motionstream_core.training.demo_recipe --export-only runs/reg2/regression_ema.safetensors --export-assets motionstream_core/assets
 
-The export's `--streaming` sets the inference settings stored with the weights; context noise 50 (the
-commit pass sees the chunk re-noised to sigma 0.05) was chosen on the validation clips, see bench/RESULTS.md.
+The export's `--streaming` sets the inference settings stored with the weights (e.g. context noise:
+the commit pass sees the chunk re-noised); without it, the settings the last stage trained with.
 
 1. data: `synthetic_motion` clips at 128x128, encoded once with a `PatchCodec` (4x4 pixels per
    latent cell, 16 channels, PCA fitted on the first clips); the first-frame condition is the
@@ -30,7 +38,11 @@ commit pass sees the chunk re-noised to sigma 0.05) was chosen on the validation
 3. stage 2, causal ODE initialisation: teacher trajectories with motion guidance, computed once
    into a pool and regressed by a block-causal copy (`OdeInitTrainer`);
 4. stage 3, Self-Forcing DMD (`SelfForcingDMDTrainer`) through the demo's own streaming cache,
-   rolling out 25 latent frames (past the teacher's 13-frame horizon) and scoring a random window.
+   rolling out 25 latent frames (past the teacher's 13-frame horizon) and scoring a random window;
+5. optionally (`--regression-steps`/`--regression-minutes`), Self Forcing against the data
+   (`SelfForcingRegressionTrainer`): the student's 25-frame rollouts with every track, regressed on
+   the clips in pixel error. A sprite clip is determined by its first frame and tracks, so the clip
+   itself is the target; on a CPU budget this sharpened track following far more than more DMD steps.
 
 `--teacher-init` starts stage 1 from an earlier teacher (`--teacher-steps 0` keeps it as it is);
 `--student-init` skips stage 2 and resumes stage 3 from an earlier student (its dmd_ema weights).
