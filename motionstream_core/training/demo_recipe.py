@@ -247,42 +247,46 @@ class _Run:
         return path
 
     def fit(self, stage: str, model, trainer, train_step, optimizer, peak: float, cap: int | None,
-            start: float, end: float) -> Path:
-        """Runs `train_step` (returning the loss) until the step cap or the deadline, with the warm-up +
-        cosine learning rate, saving `model` every `save_every_s` and at the end."""
-        losses, last_save = [], time.monotonic()
-        while _continues(trainer.step, cap, end):
+            start: float, end: float, *, ema=None, snapshot_every: int = 0, log_every: int = 50,
+            deadline: float = math.inf) -> Path:
+        """Runs `train_step` (returning the loss) until the step cap or, without one, `end`, and in any
+        case not past `deadline`, with the warm-up + cosine learning rate; saves through a `_StageSaver`
+        (with `ema`, its averages too) every `save_every_s` and at the end."""
+        saver = _StageSaver(self, stage, model, ema, snapshot_every)
+        losses = []
+        while _continues(trainer.step, cap, end) and time.monotonic() < deadline:
             _schedule_lr(optimizer, self.config, peak, trainer.step, cap, start, end)
             loss = train_step()
             losses.append(loss)
             self.record(stage, trainer.step - 1, {"loss": loss})
-            if trainer.step % 50 == 0:
+            if trainer.step % log_every == 0:
                 self.log(f"{stage} step {trainer.step}: loss {_tail(losses):.4f}")
-            if time.monotonic() - last_save > self.config.save_every_s:
-                self.save(stage, model, trainer.step)
-                last_save = time.monotonic()
-        path = self.save(stage, model, trainer.step)
+            saver.after_step(trainer.step)
+        path = saver.save(trainer.step)
         self.log(f"{stage}: {trainer.step} steps, last-50 loss {_tail(losses):.4f}, {self.elapsed():.0f} s")
         return path
 
 
-class _EmaSaver:
-    """Writes a stage's weights and their EMA (`<stage>`, `<stage>_ema`) every `save_every_s` and when asked,
-    and the EMA alone every `snapshot_every` steps (`<stage>_ema_step<N>`, 0: never)."""
+class _StageSaver:
+    """Writes a stage's weights (`<stage>`) and, given an EMA, their averages (`<stage>_ema`) every
+    `save_every_s` and when asked; `save` returns the path of the averages if any, else of the weights.
+    With an EMA it also keeps the averages every `snapshot_every` steps (`<stage>_ema_step<N>`, 0: never)."""
 
-    def __init__(self, run: _Run, stage: str, model: torch.nn.Module, ema, snapshot_every: int):
+    def __init__(self, run: _Run, stage: str, model: torch.nn.Module, ema=None, snapshot_every: int = 0):
         self.run, self.stage, self.model, self.ema, self.snapshot_every = run, stage, model, ema, snapshot_every
         self.last_save = time.monotonic()
 
     def save(self, step: int) -> Path:
-        self.run.save(self.stage, self.model, step)
+        path = self.run.save(self.stage, self.model, step)
         self.last_save = time.monotonic()
+        if self.ema is None:
+            return path
         return self.run.save(f"{self.stage}_ema", self.model, step, state_dict=self.ema.shadow)
 
     def after_step(self, step: int) -> None:
         if time.monotonic() - self.last_save > self.run.config.save_every_s:
             self.save(step)
-        if self.snapshot_every and step % self.snapshot_every == 0:
+        if self.ema is not None and self.snapshot_every and step % self.snapshot_every == 0:
             self.run.save(f"{self.stage}_ema_step{step}", self.model, step, state_dict=self.ema.shadow)
 
 
@@ -316,7 +320,6 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
         if config.dmd_steps != 0:
             final = _self_forcing_dmd(run, teacher, student, batches, stage_end=time.monotonic() + budget * config.shares[2])
         if config.regression_steps or config.regression_minutes:
-            student.load_state_dict(_load_same_codec(str(final), codec).state_dict())
             final = _self_forcing_regression(run, student)
     shutil.copyfile(final, out / "demo_model.safetensors")
     return out / "demo_model.safetensors"
@@ -399,7 +402,7 @@ def _self_forcing_dmd(run: _Run, teacher, student, batches: _Batches, stage_end:
         batches = _Batches(rollout_pool, config.batch_size, config.seed + 7)
         run.log(f"dmd: {len(rollout_pool)} clips of {config.dmd_rollout_frames} frames in {time.monotonic() - started_pool:.0f} s")
 
-    saver = _EmaSaver(run, "dmd", student, dmd.ema, config.dmd_snapshot_every)
+    saver = _StageSaver(run, "dmd", student, dmd.ema, config.dmd_snapshot_every)
     while _continues(dmd.step, config.dmd_steps, stage_end):
         values = dmd.train_step(batches.next())
         run.record("dmd", dmd.step - 1, values)
@@ -410,6 +413,7 @@ def _self_forcing_dmd(run: _Run, teacher, student, batches: _Batches, stage_end:
             run.log(f"dmd step {dmd.step}: generator {_tail(generator_losses):.4f} critic {_tail(critic_losses):.4f}")
         saver.after_step(dmd.step)
     final = saver.save(dmd.step)
+    dmd.ema.copy_to(student)  # the stage's result, which a later stage starts from
     run.log(f"dmd: {dmd.step} steps, generator {_tail(generator_losses):.4f}, critic {_tail(critic_losses):.4f}, "
             f"{run.elapsed():.0f} s")
     return final
@@ -432,22 +436,12 @@ def _self_forcing_regression(run: _Run, student) -> Path:
     )
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.regression_lr, weight_decay=0.0)
     trainer = SelfForcingRegressionTrainer(student, optimizer, run.streaming, regression_config, seed=config.seed + 3)
-    cap = config.regression_steps or None
     start = time.monotonic()
     end = start + config.regression_minutes * 60.0 if config.regression_minutes else math.inf
-
-    saver = _EmaSaver(run, "regression", student, trainer.ema, config.regression_snapshot_every)
-    losses = []
-    while (cap is None or trainer.step < cap) and time.monotonic() < end:
-        _schedule_lr(optimizer, config, config.regression_lr, trainer.step, cap, start, end)
-        losses.append(trainer.train_step(batches.next())["loss"])
-        run.record("regression", trainer.step - 1, {"loss": losses[-1]})
-        if trainer.step % 10 == 0:
-            run.log(f"regression step {trainer.step}: loss {_tail(losses):.4f}")
-        saver.after_step(trainer.step)
-    final = saver.save(trainer.step)
-    run.log(f"regression: {trainer.step} steps, loss {_tail(losses):.4f}, {run.elapsed():.0f} s")
-    return final
+    # A step cap and a time limit may both be given: the stage stops at whichever comes first.
+    return run.fit("regression", student, trainer, lambda: trainer.train_step(batches.next())["loss"], optimizer,
+                   config.regression_lr, config.regression_steps or None, start, end,
+                   ema=trainer.ema, snapshot_every=config.regression_snapshot_every, log_every=10, deadline=end)
 
 
 DEMO_CLIP_DATASET_SEED = 2026
@@ -557,12 +551,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="DMD critic updates per student update")
     parser.add_argument("--dmd-snapshot-every", type=int, default=RecipeConfig.dmd_snapshot_every,
                         help="also keep the DMD EMA every N steps (dmd_ema_step<N>.safetensors)")
-    parser.add_argument("--regression-steps", type=int, default=0,
+    parser.add_argument("--regression-steps", type=int, default=RecipeConfig.regression_steps,
                         help="then regress the student's own rollouts on the clips for this many steps (0: off)")
     parser.add_argument("--regression-minutes", type=float, help="wall-clock limit of that stage (alone: runs until it)")
     parser.add_argument("--regression-lr", type=float, default=RecipeConfig.regression_lr)
     parser.add_argument("--regression-pool-clips", type=int, default=RecipeConfig.regression_pool_clips)
-    parser.add_argument("--regression-snapshot-every", type=int, default=0,
+    parser.add_argument("--regression-snapshot-every", type=int, default=RecipeConfig.regression_snapshot_every,
                         help="also keep its EMA every N steps (regression_ema_step<N>.safetensors)")
     parser.add_argument("--whiten-codec", action=argparse.BooleanOptionalAction, default=True,
                         help="unit variance per codec component (else one shared scale)")
