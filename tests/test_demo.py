@@ -186,16 +186,26 @@ def test_recipe_resumes_dmd_from_a_given_student_without_ode_initialisation(tmp_
     assert sorted(p.name for p in (tmp_path / "b").glob("dmd_ema_step*")) == ["dmd_ema_step2.safetensors"]
 
 
-def test_recipe_regresses_a_given_student_on_the_clips(tmp_path):
+def test_recipe_regresses_a_given_student_on_the_clips(tmp_path, monkeypatch):
+    from motionstream_core.training import demo_recipe
     from motionstream_core.training.checkpoints import load_weights
     from motionstream_core.training.demo_recipe import RecipeConfig, run_recipe
 
     tiny = {**TINY_RECIPE, "dmd_steps": 0, "dmd_rollout_frames": 7}
     first = run_recipe(RecipeConfig(out=str(tmp_path / "a"), **tiny), log=lambda message: None)
+    pool_seeds = []
+    make_pool = demo_recipe.make_pool
+
+    def recording_make_pool(codec, count, frames, seed, **kwargs):
+        pool_seeds.append(seed)
+        return make_pool(codec, count, frames, seed, **kwargs)
+
+    monkeypatch.setattr(demo_recipe, "make_pool", recording_make_pool)
     refined = RecipeConfig(out=str(tmp_path / "b"), student_init=str(tmp_path / "a" / "ode_init.safetensors"),
                            regression_steps=2, regression_pool_clips=2, regression_snapshot_every=1,
-                           **{**tiny, "teacher_steps": 0})
+                           regression_pool_seed=99, **{**tiny, "teacher_steps": 0})
     final = run_recipe(refined, log=lambda message: None)
+    assert pool_seeds[-1] == 99  # the regression clips come from the given dataset seed
     stages = {json.loads(line)["stage"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()}
     assert stages == {"regression"}
     start = load_weights(first)[0].state_dict()

@@ -6,7 +6,7 @@ Stages end on the wall clock (85 minutes by default on a 2-core CPU; a GPU does 
 the same time) or at step caps. The shipped weights came from CPU runs chained through
 `--teacher-init`/`--student-init` (run A as the recipe was before learning-rate schedules and DMD
 extrapolation; its teacher trained on in two more runs; then DMD resumed from A's student under that
-teacher; then that student, as exported in fp16, regressed on the clips in two runs):
+teacher; then that student, as exported in fp16, regressed on the clips in three runs, the third on fresh clips):
 
     python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --teacher-steps 2290 \
         --warmup-steps 0 --final-lr-fraction 1 --ode-batches 31 --ode-steps 536 --dmd-steps 187 --dmd-rollout-frames 13
@@ -24,7 +24,10 @@ teacher; then that student, as exported in fp16, regressed on the clips in two r
     python -m motionstream_core.training.demo_recipe --out runs/reg2 --threads 2 --teacher-steps 0 --pool-clips 16 \
         --student-init runs/reg1/regression_ema.safetensors --dmd-steps 0 \
         --regression-minutes 27 --regression-pool-clips 2000 --regression-snapshot-every 100
-    python -m motionstream_core.training.demo_recipe --export-only runs/reg2/regression_ema.safetensors --export-assets motionstream_core/assets
+    python -m motionstream_core.training.demo_recipe --out runs/reg3 --threads 2 --teacher-steps 0 --pool-clips 16 \
+        --student-init runs/reg2/regression_ema.safetensors --dmd-steps 0 --regression-minutes 90 \
+        --regression-pool-clips 2000 --regression-pool-seed 13 --regression-snapshot-every 100
+    python -m motionstream_core.training.demo_recipe --export-only runs/reg3/regression_ema.safetensors --export-assets motionstream_core/assets
 
 The export's `--streaming` sets the inference settings stored with the weights (e.g. context noise:
 the commit pass sees the chunk re-noised); without it, the settings the last stage trained with.
@@ -148,6 +151,9 @@ class RecipeConfig:
     regression_minutes: float | None = None
     regression_lr: float = 1e-4
     regression_pool_clips: int = 1200
+    # Dataset seed of that stage's clips (None: seed + 11); another value continues a run on fresh clips
+    # with the same codec (the codec's clips come from `seed`).
+    regression_pool_seed: int | None = None
     regression_snapshot_every: int = 0
     save_every_s: float = 120.0
     seed: int = 0
@@ -423,9 +429,10 @@ def _self_forcing_regression(run: _Run, student) -> Path:
     """Optional last stage: the student's rollouts regressed on the clips' own latents, in pixel error."""
     config = run.config
     stage_start = time.monotonic()
-    pool = make_pool(run.codec, config.regression_pool_clips, config.dmd_rollout_frames, config.seed + 11,
+    pool_seed = config.seed + 11 if config.regression_pool_seed is None else config.regression_pool_seed
+    pool = make_pool(run.codec, config.regression_pool_clips, config.dmd_rollout_frames, pool_seed,
                      max_speed=config.max_speed)
-    batches = _Batches(pool, config.batch_size, config.seed + 11)
+    batches = _Batches(pool, config.batch_size, pool_seed)
     run.log(f"regression: {len(pool)} clips of {config.dmd_rollout_frames} frames in {time.monotonic() - stage_start:.0f} s")
     regression_config = SelfForcingRegressionConfig(
         rollout_frames=config.dmd_rollout_frames, ema_decay=0.95,
@@ -556,6 +563,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--regression-minutes", type=float, help="wall-clock limit of that stage (alone: runs until it)")
     parser.add_argument("--regression-lr", type=float, default=RecipeConfig.regression_lr)
     parser.add_argument("--regression-pool-clips", type=int, default=RecipeConfig.regression_pool_clips)
+    parser.add_argument("--regression-pool-seed", type=int, help="dataset seed of its clips (default: --seed + 11)")
     parser.add_argument("--regression-snapshot-every", type=int, default=RecipeConfig.regression_snapshot_every,
                         help="also keep its EMA every N steps (regression_ema_step<N>.safetensors)")
     parser.add_argument("--whiten-codec", action=argparse.BooleanOptionalAction, default=True,
@@ -586,6 +594,7 @@ def main(argv: list[str] | None = None) -> None:
         generator_update_every=args.generator_update_every, dmd_snapshot_every=args.dmd_snapshot_every,
         regression_steps=args.regression_steps, regression_minutes=args.regression_minutes,
         regression_lr=args.regression_lr, regression_pool_clips=args.regression_pool_clips,
+        regression_pool_seed=args.regression_pool_seed,
         regression_snapshot_every=args.regression_snapshot_every,
     )
     final = run_recipe(config, log=lambda m: print(m, flush=True))
