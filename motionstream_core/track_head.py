@@ -31,6 +31,9 @@ from torch import nn
 
 from .tracks import TrackSet
 
+# Devices with float64 arithmetic; the id embedding is computed on the CPU elsewhere.
+_FLOAT64_DEVICES = ("cpu", "cuda")
+
 # Bounds the scatter buffer (frames x tracks x id_dim floats) built per chunk of frames.
 _SCATTER_CHUNK_ELEMENTS = 1 << 24
 
@@ -38,17 +41,31 @@ _SCATTER_CHUNK_ELEMENTS = 1 << 24
 def track_id_embedding(track_ids: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Float32 ``[..., dim]`` embedding of integer ids: cosines, then sines.
 
-    Frequency ``i`` is ``exp(-ln(max_period) * i / (dim / 2))``. Ids reach 1e5, so
-    the phase is sensitive to the last bit of the frequency: this is computed in
-    exactly the reference order.
+    Frequency ``i`` is ``exp(-ln(max_period) * i / (dim / 2))`` and the phase is
+    ``id * frequency``. The reference computes all of it in float32, where the
+    transcendental functions differ between CPUs (AVX2 vs AVX-512) and devices by
+    an ulp or more, and ids reach 1e5, so one ulp of a frequency moves the phase by
+    up to ``id * frequency * 2**-24`` (about 3e-3 rad at id 1e5). Here the exact
+    float32 arithmetic of the reference (exponent, product) is kept, while ``exp``,
+    the phase reduction modulo 2*pi and ``cos``/``sin`` run in float64 before
+    rounding to float32, so the result is the correctly rounded embedding of the
+    reference's float32 phases on every device, to one float32 ulp. A float32
+    reference whose ``exp`` is off by ``k`` ulps differs from it by up to
+    ``k * id * frequency * 2**-24`` plus its own ``cos``/``sin`` error.
     """
     if dim < 2 or dim % 2:
         raise ValueError(f"the id embedding size must be even and at least 2, got {dim}")
     half = dim // 2
-    exponents = torch.arange(half, dtype=torch.float32, device=track_ids.device)
-    frequencies = torch.exp(-math.log(max_period) * exponents / half)
-    phases = track_ids.to(torch.float32).unsqueeze(-1) * frequencies
-    return torch.cat([torch.cos(phases), torch.sin(phases)], dim=-1)
+    device = track_ids.device if track_ids.device.type in _FLOAT64_DEVICES else torch.device("cpu")
+    float32 = dict(dtype=torch.float32, device=device)
+    # Explicit float32 operands: exactly the reference's IEEE float32 products, on every backend.
+    arguments = torch.arange(half, **float32) * torch.tensor(-math.log(max_period), **float32)
+    arguments = arguments / torch.tensor(float(half), **float32)
+    frequencies = torch.exp(arguments.to(torch.float64)).to(torch.float32)
+    phases = track_ids.to(device=device, dtype=torch.float32).unsqueeze(-1) * frequencies
+    reduced = phases.to(torch.float64).remainder(2 * math.pi)
+    embedding = torch.cat([torch.cos(reduced), torch.sin(reduced)], dim=-1)
+    return embedding.to(device=track_ids.device, dtype=torch.float32)
 
 
 def rasterize_tracks(
