@@ -26,9 +26,9 @@ import time
 
 import torch
 
-from motionstream_core.config import WanConfig
-from motionstream_core.random_model import random_wan_dit
-from motionstream_core.session import StreamConditions, StreamingConfig, StreamingSession
+from motionstream_core.model.config import WanConfig
+from motionstream_core.testing.random_model import random_wan_dit
+from motionstream_core.streaming.session import StreamConditions, StreamingConfig, StreamingSession
 
 VIDEO_FRAMES_PER_LATENT_FRAME = 4
 

@@ -16,8 +16,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from motionstream_core.motion_scoring import colour_drift, content_drift, locate_sprites, score_track_following  # noqa: E402
-from motionstream_core.synthetic_motion import SyntheticMotionConfig, generate_clip  # noqa: E402
+from motionstream_core.synthetic.motion_scoring import colour_drift, content_drift, locate_sprites, score_track_following  # noqa: E402
+from motionstream_core.synthetic.synthetic_motion import SyntheticMotionConfig, generate_clip  # noqa: E402
 
 
 def timed(function, items):

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from motionstream_core.latent_space import to_model_space
-from motionstream_core.track_geometry import ResizeCrop, resample_tracks, resize_crop_tracks
-from motionstream_core.tracks import TrackSet
+from motionstream_core import resample_tracks, resize_crop_tracks, ResizeCrop, to_model_space, TrackSet
 
 VAE_SPATIAL = 8
 VAE_TEMPORAL = 4

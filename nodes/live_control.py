@@ -11,9 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from motionstream_core.track_formats import tracks_from_widget_json
-from motionstream_core.track_head import TrackHeadInputs, track_head_inputs
-from motionstream_core.tracks import TrackSet
+from motionstream_core import track_head_inputs, TrackHeadInputs, tracks_from_widget_json, TrackSet
 
 from . import host
 

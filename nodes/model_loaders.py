@@ -6,10 +6,7 @@ import dataclasses
 
 import torch
 
-from motionstream_core import WanDiT, load_dit
-from motionstream_core.session import StreamingConfig
-from motionstream_core.taehv import TinyVAE
-from motionstream_core.track_head import TrackEncoder
+from motionstream_core import load_dit, StreamingConfig, TinyVAE, TrackEncoder, WanDiT
 
 from . import downloads, host
 

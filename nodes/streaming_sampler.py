@@ -7,9 +7,7 @@ import dataclasses
 
 import torch
 
-from motionstream_core.latent_space import to_vae_space
-from motionstream_core.session import StreamConditions, StreamingSession
-from motionstream_core.track_head import TrackChannelProvider
+from motionstream_core import StreamConditions, StreamingSession, to_vae_space, TrackChannelProvider
 
 from . import host
 from .inputs import (

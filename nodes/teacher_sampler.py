@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from motionstream_core.guidance import DEFAULT_MOTION_SCALE, DEFAULT_TEXT_SCALE
-from motionstream_core.image_conditioning import FirstFrameCondition
-from motionstream_core.latent_space import to_vae_space
-from motionstream_core.teacher_sampler import SOLVERS, TeacherConditions, TeacherSampler
-from motionstream_core.track_head import track_head_inputs
+from motionstream_core import (
+    DEFAULT_MOTION_SCALE,
+    DEFAULT_TEXT_SCALE,
+    FirstFrameCondition,
+    SOLVERS,
+    TeacherConditions,
+    TeacherSampler,
+    to_vae_space,
+    track_head_inputs,
+)
 
 from . import host
 from .inputs import clip_image_tokens, encode_first_frame, latent_geometry, text_embedding, tracks_for_generation

@@ -6,14 +6,15 @@ import json
 
 import torch
 
-from motionstream_core.track_formats import (
+from motionstream_core import (
     load_cotracker_tracks,
+    rescale_tracks,
     load_wan_move_tracks,
     tracks_from_ati_json,
     tracks_from_spline_editor,
     tracks_from_widget_json,
+    TrackSet,
 )
-from motionstream_core.tracks import TrackSet
 
 from . import host
 
@@ -56,7 +57,6 @@ class MotionStreamTrackEditor:
 
 
 def _rescaled(tracks: TrackSet, width: int, height: int) -> TrackSet:
-    from motionstream_core.track_geometry import rescale_tracks
 
     return tracks if (tracks.width, tracks.height) == (width, height) else rescale_tracks(tracks, width, height)
 

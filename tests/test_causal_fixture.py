@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from motionstream_core import replay
-from motionstream_core.causal import CausalWanModel, RopeRangeError
-from motionstream_core.config import WanConfig
-from motionstream_core.random_model import random_wan_dit
-from motionstream_core.schedule import FlowMatchSchedule
-from motionstream_core.session import StreamConditions, StreamingConfig, StreamingSession
+from motionstream_core.testing import replay
+from motionstream_core.streaming.causal_model import CausalWanModel, RopeRangeError
+from motionstream_core.model.config import WanConfig
+from motionstream_core.testing.random_model import random_wan_dit
+from motionstream_core.sampling.schedule import FlowMatchSchedule
+from motionstream_core.streaming.session import StreamConditions, StreamingConfig, StreamingSession
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

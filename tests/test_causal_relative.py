@@ -10,13 +10,13 @@ import math
 import pytest
 import torch
 
-from motionstream_core.block_schedule import BlockSchedule
-from motionstream_core.config import WanConfig
-from motionstream_core.noise import SeededNoise
-from motionstream_core.random_model import random_wan_dit
-from motionstream_core.rope import grid_rotary_embedding
-from motionstream_core.schedule import FlowMatchSchedule
-from motionstream_core.session import StreamConditions, StreamingConfig, StreamingSession
+from motionstream_core.streaming.block_schedule import BlockSchedule
+from motionstream_core.model.config import WanConfig
+from motionstream_core.sampling.noise import SeededNoise
+from motionstream_core.testing.random_model import random_wan_dit
+from motionstream_core.model.rope import grid_rotary_embedding
+from motionstream_core.sampling.schedule import FlowMatchSchedule
+from motionstream_core.streaming.session import StreamConditions, StreamingConfig, StreamingSession
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -56,8 +56,8 @@ def _free_port() -> int:
 
 def _write_tiny_model(path: Path) -> None:
     """Random weights shaped like Track-v0 but text-to-video: 16 latent + 16 track channels in."""
-    from motionstream_core.track_head import TrackEncoder
-    from motionstream_core.weights import save_state_dict
+    from motionstream_core.motion.track_head import TrackEncoder
+    from motionstream_core.model.weights import save_state_dict
 
     config = tiny_config(in_channels=32, out_channels=16, text_dim=LOTUS_TEXT_DIM)
     state = dict(random_dit(config).state_dict())

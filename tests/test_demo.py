@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from PIL import Image
+
 from motionstream_core.demo import (
-    MODEL_FILE, asset_path, load_demo_image, load_demo_model, load_demo_tracks, main, read_apng_info, write_apng,
+    MODEL_FILE, asset_path, load_demo_image, load_demo_model, load_demo_tracks, write_animated_png,
 )
-from motionstream_core.patch_codec import PatchCodec
-from motionstream_core.synthetic_motion import SyntheticMotionConfig, generate_clip
-from motionstream_core.weights import load_dit, read_metadata
+from motionstream_core.demo.__main__ import main
+from motionstream_core.codecs.patch_codec import PatchCodec
+from motionstream_core.synthetic.synthetic_motion import SyntheticMotionConfig, generate_clip
+from motionstream_core.model.weights import load_dit, read_metadata
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -116,22 +119,37 @@ def test_recipe_refuses_a_teacher_trained_with_another_codec(tmp_path):
                                 **tiny), log=lambda message: None)
 
 
-def test_apng_writer(tmp_path):
+def read_animated_png(path):
+    """Size, frame count, loop count, frame durations and the decoded frames [T, H, W, 3] of an APNG."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        frames, durations = [], []
+        for index in range(image.n_frames):
+            image.seek(index)
+            frames.append(np.asarray(image.convert("RGB")))
+            durations.append(image.info["duration"])
+        return dict(width=image.width, height=image.height, num_frames=image.n_frames, loop=image.info.get("loop"),
+                    durations=durations, frames=np.stack(frames))
+
+
+def test_animated_png_writer(tmp_path):
     frames = np.random.default_rng(0).integers(0, 256, size=(3, 5, 7, 3), dtype=np.uint8)
-    info = read_apng_info(write_apng(tmp_path / "x.png", frames, fps=16))
-    assert (info["width"], info["height"], info["num_frames"], info["frame_controls"]) == (7, 5, 3, 3)
-    assert info["chunks"][0] == b"IHDR" and info["chunks"][-1] == b"IEND" and b"fdAT" in info["chunks"]
+    info = read_animated_png(write_animated_png(tmp_path / "x.png", frames, fps=16))
+    assert (info["width"], info["height"], info["num_frames"], info["loop"]) == (7, 5, 3, 0)
+    assert info["durations"] == pytest.approx([62.5] * 3, abs=1)
+    assert np.array_equal(info["frames"], frames)  # lossless
+    assert [path.name for path in tmp_path.iterdir()] == ["x.png"]  # no partial file left behind
 
 
 def test_main_job_writes_an_animated_png(tmp_path, capsys):
     output = tmp_path / "demo.png"
     assert main(["--output", str(output), "--frames", "7", "--scale", "1"]) == 0
-    info = read_apng_info(output)
+    info = read_animated_png(output)
     assert (info["width"], info["height"], info["num_frames"]) == (128, 128, 7)
     report = json.loads(capsys.readouterr().out.splitlines()[0])
     assert report["frames"] == 7 and report["frames_per_second"] > 0
     assert main(["--output", str(tmp_path / "free.png"), "--frames", "4", "--no-sinks", "--no-tracks", "--motion-scale", "0"]) == 0
-    assert read_apng_info(tmp_path / "free.png")["width"] == 256  # default 2x pixel repeat
+    assert read_animated_png(tmp_path / "free.png")["width"] == 256  # default 2x pixel repeat
     assert json.loads(capsys.readouterr().out.splitlines()[0])["motion_scale"] == 0
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from motionstream_core.drag_control import DragController, cosine_falloff
-from motionstream_core.track_head import TrackChannelProvider, TrackEncoder
+from motionstream_core.motion.drag_control import DragController, cosine_falloff
+from motionstream_core.motion.track_head import TrackChannelProvider, TrackEncoder
 
 BLOCKS = [1, 3, 3, 3, 3]  # latent frames per chunk: first chunk of 1, then 3s
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from motionstream_core.guidance import Branch, branch_weights, guided_velocity
+from motionstream_core.sampling.guidance import Branch, branch_weights, guided_velocity
 
 torch.manual_seed(0)
 PREDICTIONS = {branch: torch.randn(2, 16, 3, 4, 4, dtype=torch.float64) for branch in Branch}

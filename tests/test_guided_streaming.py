@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from motionstream_core import StreamConditions, StreamingConfig, StreamingSession
-from motionstream_core.guidance import Branch
+from motionstream_core.sampling.guidance import Branch
 from tiny_models import random_dit, tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -7,11 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from motionstream_core.block_schedule import BlockSchedule
-from motionstream_core.config import WanConfig
-from motionstream_core.kv_cache import GrowingKVCache, RollingKVCache
-from motionstream_core.random_model import random_wan_dit
-from motionstream_core.session import StreamConditions, StreamingConfig, StreamingSession
+from motionstream_core.streaming.block_schedule import BlockSchedule
+from motionstream_core.model.config import WanConfig
+from motionstream_core.streaming.kv_cache import GrowingKVCache, RollingKVCache
+from motionstream_core.testing.random_model import random_wan_dit
+from motionstream_core.streaming.session import StreamConditions, StreamingConfig, StreamingSession
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -5,11 +5,11 @@ import dataclasses
 import pytest
 import torch
 
-from motionstream_core.block_schedule import BlockSchedule
-from motionstream_core.config import WanConfig
-from motionstream_core.image_conditioning import FirstFrameCondition
-from motionstream_core.random_model import random_wan_dit
-from motionstream_core.session import (
+from motionstream_core.streaming.block_schedule import BlockSchedule
+from motionstream_core.model.config import WanConfig
+from motionstream_core.streaming.image_conditioning import FirstFrameCondition
+from motionstream_core.testing.random_model import random_wan_dit
+from motionstream_core.streaming.session import (
     StreamConditions,
     StreamingConfig,
     StreamingSession,

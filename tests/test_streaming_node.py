@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from motionstream_core.session import StreamingConfig
-from motionstream_core.taehv import TinyVAE
-from motionstream_core.track_head import TrackEncoder
+from motionstream_core.streaming.session import StreamingConfig
+from motionstream_core.codecs.taehv import TinyVAE
+from motionstream_core.motion.track_head import TrackEncoder
 from tiny_models import random_dit, tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from motionstream_core.motion_scoring import (
+from motionstream_core.synthetic.motion_scoring import (
     colour_drift,
     content_drift,
     locate_sprites,
     score_track_following,
     track_following_epe,
 )
-from motionstream_core.synthetic_motion import (
+from motionstream_core.synthetic.synthetic_motion import (
     BACKGROUND_KINDS,
     SPRITE_SHAPES,
     TRAJECTORY_KINDS,
@@ -26,7 +26,7 @@ from motionstream_core.synthetic_motion import (
     generate_clip,
     render_frames,
 )
-from motionstream_core.tracks import TrackSet
+from motionstream_core.motion.tracks import TrackSet
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

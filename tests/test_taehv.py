@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from motionstream_core.taehv import TinyVAE
+from motionstream_core.codecs.taehv import TinyVAE
 
 TOLERANCE = 1e-4
 

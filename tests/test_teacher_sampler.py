@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from motionstream_core.teacher_sampler import TeacherConditions, TeacherSampler, shifted_sigmas
+from motionstream_core.sampling.teacher_sampler import TeacherConditions, TeacherSampler, shifted_sigmas
 from tiny_models import random_dit, tiny_config
 
 

@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from motionstream_core.track_formats import (
+from motionstream_core.motion.track_formats import (
     WIDGET_FORMAT,
     load_cotracker_tracks,
     load_wan_move_tracks,
@@ -25,7 +25,7 @@ from motionstream_core.track_formats import (
     tracks_to_widget_dict,
     tracks_to_widget_json,
 )
-from motionstream_core.tracks import MAX_TRACKS, TrackSet
+from motionstream_core.motion.tracks import MAX_TRACKS, TrackSet
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

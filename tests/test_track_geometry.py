@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from motionstream_core.track_geometry import (
+from motionstream_core.motion.geometry import (
     ResizeCrop,
     hide_points_outside_frame,
     rescale_tracks,
@@ -11,7 +11,7 @@ from motionstream_core.track_geometry import (
     resize_crop_tracks,
     stretch_tracks,
 )
-from motionstream_core.tracks import TrackSet
+from motionstream_core.motion.tracks import TrackSet
 
 
 def _linear_tracks(frames=25, fps=24.0, width=100, height=100):

@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from motionstream_core import track_head
-from motionstream_core.track_head import (
+from motionstream_core.motion import track_head
+from motionstream_core.motion.track_head import (
     TrackEncoder,
     rasterize_tracks,
     track_head_inputs,
     track_id_embedding,
 )
-from motionstream_core.tracks import TrackSet
+from motionstream_core.motion.tracks import TrackSet
 
 WINDOWS = [(0, 1), (1, 4), (4, 6)]
 

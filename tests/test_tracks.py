@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from motionstream_core.tracks import (
+from motionstream_core.motion.tracks import (
     COMFY_TRACKS_META_KEY,
     MAX_TRACK_ID,
     MAX_TRACKS,

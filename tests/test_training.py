@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from motionstream_core.causal import CausalWanModel
-from motionstream_core.session import StreamConditions, StreamingConfig, StreamingSession
-from motionstream_core.noise import SeededNoise
+from motionstream_core.streaming.causal_model import CausalWanModel
+from motionstream_core.streaming.session import StreamConditions, StreamingConfig, StreamingSession
+from motionstream_core.sampling.noise import SeededNoise
 from motionstream_core.training import (
     ClipAugmentation,
     ClipBatch,
@@ -41,7 +41,7 @@ from motionstream_core.training.self_forcing_regression import (
     SelfForcingRegressionConfig, SelfForcingRegressionTrainer, weighted_regression_loss,
 )
 from motionstream_core.training.seeding import PerSampleNoise, sample_generators
-from motionstream_core.weights import load_dit, read_config_file
+from motionstream_core.model.weights import load_dit, read_config_file
 from tiny_models import random_dit, tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -232,7 +232,7 @@ def test_ode_init_step_changes_the_student_and_not_the_teacher():
 
 
 def test_ode_trajectory_starts_at_the_noise_and_ends_at_the_teacher_sample():
-    from motionstream_core.teacher_sampler import TeacherConditions, TeacherSampler
+    from motionstream_core.sampling.teacher_sampler import TeacherConditions, TeacherSampler
     from motionstream_core.training import teacher_ode_trajectory
 
     teacher = new_teacher()

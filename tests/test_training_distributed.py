@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from motionstream_core.weights import read_state_dict
+from motionstream_core.model.weights import read_state_dict
 
 TINY_RUN = {
     "steps": 3,

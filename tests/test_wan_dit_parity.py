@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from motionstream_core import WanConfig, build_dit
-from motionstream_core.key_schemes import diffusers_to_wan, wan_to_diffusers
+from motionstream_core.model.key_schemes import diffusers_to_wan, wan_to_diffusers
 from tiny_models import random_dit, tiny_config
 
 diffusers = pytest.importorskip("diffusers")

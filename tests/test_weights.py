@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from motionstream_core import WanConfig, WeightsError, build_dit, load_dit, read_state_dict, save_state_dict
-from motionstream_core.key_schemes import detect_scheme, diffusers_to_wan, to_canonical, wan_to_diffusers
+from motionstream_core.model.key_schemes import detect_scheme, diffusers_to_wan, to_canonical, wan_to_diffusers
 from tiny_models import random_dit, tiny_config
 
 # Head count cannot be read off weights; Wan uses 128-dim heads, so tiny test models do too.

@@ -19,9 +19,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..session import StreamingConfig
-from ..track_head import TrackEncoder
-from ..weights import load_dit, read_metadata, read_state_dict, write_safetensors_atomically
+from ..streaming.session import StreamingConfig
+from ..motion.track_head import TrackEncoder
+from ..model.weights import load_dit, read_metadata, read_state_dict, write_safetensors_atomically
 from . import distributed
 from .conditioned_model import TrackConditionedDiT
 from .ema import ExponentialMovingAverage

@@ -25,10 +25,10 @@ from typing import Any, Sequence
 
 import torch
 
-from ..config import WanConfig
-from ..session import StreamingConfig
-from ..wan_dit import WanDiT
-from ..weights import read_state_dict
+from ..model.config import WanConfig
+from ..streaming.session import StreamingConfig
+from ..model.wan_dit import WanDiT
+from ..model.weights import read_state_dict
 from . import distributed
 from .checkpoints import load_training_state, load_weights, save_training_state, save_weights
 from .conditioned_model import TrackConditionedDiT

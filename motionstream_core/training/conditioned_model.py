@@ -11,10 +11,10 @@ import copy
 import torch
 from torch import nn
 
-from ..guidance import Branch, branch_weights, guided_velocity
-from ..model_input import assemble_input, branch_contexts
-from ..track_head import TrackEncoder
-from ..wan_dit import CrossAttentionContext, WanDiT
+from ..sampling.guidance import Branch, branch_weights, guided_velocity
+from ..sampling.model_input import assemble_input, branch_contexts
+from ..motion.track_head import TrackEncoder
+from ..model.wan_dit import CrossAttentionContext, WanDiT
 from .data import ClipBatch
 
 

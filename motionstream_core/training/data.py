@@ -23,9 +23,9 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from ..image_conditioning import FirstFrameCondition
-from ..track_head import track_head_inputs
-from ..tracks import TrackSet
+from ..streaming.image_conditioning import FirstFrameCondition
+from ..motion.track_head import track_head_inputs
+from ..motion.tracks import TrackSet
 from .seeding import STREAM_DROPOUT, STREAM_SUBSAMPLE, STREAM_TEMPORAL_MASK, sample_generators
 
 # Track ids are drawn from this range, as the ids of the released track heads are.

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..weights import read_state_dict
+from ..model.weights import read_state_dict
 from .data import ClipBatch
 
 

@@ -1,6 +1,6 @@
 """The end-to-end recipe of the embedded demo model, on synthetic sprite clips, on a CPU.
 
-    python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --export-assets motionstream_core/assets
+    python -m motionstream_core.training.demo_recipe --out runs/demo --threads 2 --export-assets motionstream_core/demo/assets
 
 Stages end on the wall clock (85 minutes by default on a 2-core CPU; a GPU does far more steps in
 the same time) or at step caps. The shipped weights came from CPU runs chained through
@@ -16,10 +16,10 @@ teacher; then that student, as exported in fp16, regressed on the clips in three
         --teacher-steps 1400 --ode-batches 1 --ode-steps 0 --dmd-steps 0
     python -m motionstream_core.training.demo_recipe --out runs/demo6 --threads 2 --teacher-init runs/demo5/teacher.safetensors \
         --teacher-steps 0 --student-init runs/demo/dmd_ema.safetensors --dmd-steps 130 --pool-clips 16 --shares 0 0 1
-    python -m motionstream_core.training.demo_recipe --export-only runs/demo6/dmd_ema.safetensors --export-assets motionstream_core/assets \
+    python -m motionstream_core.training.demo_recipe --export-only runs/demo6/dmd_ema.safetensors --export-assets motionstream_core/demo/assets \
         --streaming '{"commit_step": 50, "commit_renoise": true}'
     python -m motionstream_core.training.demo_recipe --out runs/reg1 --threads 2 --teacher-steps 0 --pool-clips 16 \
-        --student-init motionstream_core/assets/demo_model.safetensors --dmd-steps 0 \
+        --student-init motionstream_core/demo/assets/demo_model.safetensors --dmd-steps 0 \
         --regression-minutes 85 --regression-pool-clips 2000 --regression-snapshot-every 100
     python -m motionstream_core.training.demo_recipe --out runs/reg2 --threads 2 --teacher-steps 0 --pool-clips 16 \
         --student-init runs/reg1/regression_ema.safetensors --dmd-steps 0 \
@@ -27,7 +27,7 @@ teacher; then that student, as exported in fp16, regressed on the clips in three
     python -m motionstream_core.training.demo_recipe --out runs/reg3 --threads 2 --teacher-steps 0 --pool-clips 16 \
         --student-init runs/reg2/regression_ema.safetensors --dmd-steps 0 --regression-minutes 90 \
         --regression-pool-clips 2000 --regression-pool-seed 13 --regression-snapshot-every 100
-    python -m motionstream_core.training.demo_recipe --export-only runs/reg3/regression_ema.safetensors --export-assets motionstream_core/assets
+    python -m motionstream_core.training.demo_recipe --export-only runs/reg3/regression_ema.safetensors --export-assets motionstream_core/demo/assets
 
 The export's `--streaming` sets the inference settings stored with the weights (e.g. context noise:
 the commit pass sees the chunk re-noised); without it, the settings the last stage trained with.
@@ -71,12 +71,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import WanConfig
-from ..patch_codec import PatchCodec
-from ..session import StreamingConfig
-from ..synthetic_motion import SyntheticMotionConfig, clip_seed, generate_clip
-from ..wan_dit import WanDiT
-from ..weights import read_metadata
+from ..model.config import WanConfig
+from ..codecs.patch_codec import PatchCodec
+from ..streaming.session import StreamingConfig
+from ..synthetic.synthetic_motion import SyntheticMotionConfig, clip_seed, generate_clip
+from ..model.wan_dit import WanDiT
+from ..model.weights import read_metadata
 from .checkpoints import load_weights, save_weights
 from .data import ClipAugmentation, ClipBatch, track_fields
 from .ode_init import OdeInitConfig, OdeInitTrainer
@@ -476,8 +476,8 @@ def export_demo_assets(
     """
     import numpy as np
 
-    from ..track_formats import tracks_to_widget_json
-    from ..weights import read_state_dict, write_safetensors_atomically
+    from ..motion.track_formats import tracks_to_widget_json
+    from ..model.weights import read_state_dict, write_safetensors_atomically
     from .checkpoints import read_streaming_config, streaming_config_json
 
     assets = Path(assets_dir)
@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="JSON overrides of the demo StreamingConfig for training and export (e.g. '{\"commit_step\": 200}')")
     args = parser.parse_args(argv)
     if args.export_only:
-        print(export_demo_assets(args.export_only, args.export_assets or "motionstream_core/assets",
+        print(export_demo_assets(args.export_only, args.export_assets or "motionstream_core/demo/assets",
                                  streaming=json.loads(args.streaming)))
         return
     config = RecipeConfig(

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..wan_dit import WanDiT
+from ..model.wan_dit import WanDiT
 
 # Top-level WanDiT methods that the causal engine calls directly instead of `forward`; FSDP must
 # gather the top-level parameters around them too.
@@ -94,7 +94,7 @@ def shard_model(model: nn.Module, mixed_precision: torch.dtype | None = None) ->
         return model
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-    from ..track_head import TrackEncoder
+    from ..motion.track_head import TrackEncoder
 
     # Patchify and the per-layer text keys/values return views; nothing here modifies them in place,
     # which is the only case that warning is about.
@@ -188,7 +188,7 @@ def checkpoint_activations(model: nn.Module) -> nn.Module:
     """
     from torch.distributed._composable import checkpoint
 
-    from ..wan_dit import TransformerBlock
+    from ..model.wan_dit import TransformerBlock
 
     for module in model.modules():
         if isinstance(module, TransformerBlock):

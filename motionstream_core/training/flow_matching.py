@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from ..schedule import add_noise, shift_sigma
+from ..sampling.schedule import add_noise, shift_sigma
 from .seeding import per_sample_rand, per_sample_randn
 
 SIGMA_DISTRIBUTIONS = ("shifted_uniform", "logit_normal")

@@ -16,11 +16,11 @@ import dataclasses
 
 import torch
 
-from ..block_schedule import BlockSchedule
-from ..guidance import DEFAULT_MOTION_SCALE, DEFAULT_TEXT_SCALE
-from ..schedule import FlowMatchSchedule, predicted_clean
-from ..session import StreamingConfig
-from ..teacher_sampler import SOLVERS, shifted_sigmas
+from ..streaming.block_schedule import BlockSchedule
+from ..sampling.guidance import DEFAULT_MOTION_SCALE, DEFAULT_TEXT_SCALE
+from ..sampling.schedule import FlowMatchSchedule, predicted_clean
+from ..streaming.session import StreamingConfig
+from ..sampling.teacher_sampler import SOLVERS, shifted_sigmas
 from . import distributed
 from .conditioned_model import TrackConditionedDiT
 from .data import ClipAugmentation, ClipBatch

@@ -70,7 +70,7 @@ def per_sample_rand(generators: Sequence[torch.Generator], device=None) -> torch
 
 
 class PerSampleNoise:
-    """A `NoiseSource` (see `motionstream_core.noise`) for a batch: clip b's noise depends only on
+    """A `NoiseSource` (see `motionstream_core.sampling.noise`) for a batch: clip b's noise depends only on
     (seed, sample id, stream, chunk, draw), whatever the batch it is in."""
 
     def __init__(self, seed: int, sample_ids: torch.Tensor | Sequence[int], stream: int):

@@ -26,13 +26,13 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from ..block_schedule import BlockSchedule
-from ..causal import CausalWanModel
-from ..guidance import DEFAULT_MOTION_SCALE, DEFAULT_TEXT_SCALE
-from ..image_conditioning import FirstFrameCondition
-from ..noise import NoiseSource
-from ..schedule import FlowMatchSchedule, add_noise, predicted_clean
-from ..session import StreamingConfig
+from ..streaming.block_schedule import BlockSchedule
+from ..streaming.causal_model import CausalWanModel
+from ..sampling.guidance import DEFAULT_MOTION_SCALE, DEFAULT_TEXT_SCALE
+from ..streaming.image_conditioning import FirstFrameCondition
+from ..sampling.noise import NoiseSource
+from ..sampling.schedule import FlowMatchSchedule, add_noise, predicted_clean
+from ..streaming.session import StreamingConfig
 from . import distributed
 from .conditioned_model import TrackConditionedDiT
 from .data import ClipAugmentation, ClipBatch

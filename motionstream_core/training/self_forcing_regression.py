@@ -19,7 +19,7 @@ import dataclasses
 
 import torch
 
-from ..session import StreamingConfig
+from ..streaming.session import StreamingConfig
 from . import distributed
 from .conditioned_model import TrackConditionedDiT
 from .data import ClipAugmentation, ClipBatch

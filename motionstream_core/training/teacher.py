@@ -17,8 +17,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..track_head import TrackEncoder
-from ..wan_dit import WanDiT
+from ..motion.track_head import TrackEncoder
+from ..model.wan_dit import WanDiT
 from . import distributed
 from .conditioned_model import TrackConditionedDiT
 from .data import ClipAugmentation, ClipBatch

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from .config import WanConfig
-from .wan_dit import WanDiT
+from ..model.config import WanConfig
+from ..model.wan_dit import WanDiT
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Replays a recorded causal rollout with this engine: `python -m motionstream_core.replay IN OUT`.
+"""Replays a recorded causal rollout with this engine: `python -m motionstream_core.testing.replay IN OUT`.
 
 The input is a safetensors file in the format of the golden fixture
 `causal_rollout_absolute.safetensors`: weights under `model.*`, inputs `io.noise`
@@ -23,11 +23,11 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .block_schedule import BlockSchedule
-from .config import WanConfig
-from .schedule import DEFAULT_DENOISING_STEPS, FlowMatchSchedule
-from .session import StreamConditions, StreamingConfig, StreamingSession
-from .weights import build_dit, read_metadata, read_state_dict, write_safetensors_atomically
+from ..streaming.block_schedule import BlockSchedule
+from ..model.config import WanConfig
+from ..sampling.schedule import DEFAULT_DENOISING_STEPS, FlowMatchSchedule
+from ..streaming.session import StreamConditions, StreamingConfig, StreamingSession
+from ..model.weights import build_dit, read_metadata, read_state_dict, write_safetensors_atomically
 
 
 class RecordedNoise:
@@ -125,7 +125,7 @@ def replay(path: str | os.PathLike, dtype: torch.dtype = torch.float64) -> dict[
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m motionstream_core.replay", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m motionstream_core.testing.replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("rollout", help="recorded rollout (.safetensors)")
     parser.add_argument("output", help="where to write output_latents and step_x0 (.safetensors)")
     args = parser.parse_args(argv)

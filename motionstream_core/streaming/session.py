@@ -19,12 +19,12 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .block_schedule import BlockSchedule
-from .causal import ROPE_POLICIES, CausalWanModel, KVCache
-from .guidance import Branch, branch_weights, guided_velocity
+from .causal_model import ROPE_POLICIES, CausalWanModel, KVCache
+from ..sampling.guidance import Branch, branch_weights, guided_velocity
 from .image_conditioning import ConditionChannelProvider, FirstFrameCondition
-from .noise import NoiseSource, SeededNoise
-from .schedule import DEFAULT_DENOISING_STEPS, FlowMatchSchedule, add_noise, predicted_clean
-from .wan_dit import WanDiT
+from ..sampling.noise import NoiseSource, SeededNoise
+from ..sampling.schedule import DEFAULT_DENOISING_STEPS, FlowMatchSchedule, add_noise, predicted_clean
+from ..model.wan_dit import WanDiT
 
 _UNCHANGED = object()
 

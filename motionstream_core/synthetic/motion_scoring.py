@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 
 from .synthetic_motion import ClipMetadata, SpriteAppearance, SyntheticClip, render_frames
-from .tracks import TrackSet
+from ..motion.tracks import TrackSet
 
 MEMBERSHIP_THRESHOLD = 0.15
 _OFF_HUE_TOLERANCE = 0.08

@@ -16,7 +16,7 @@ import torch
 from .guidance import DEFAULT_MOTION_SCALE, DEFAULT_TEXT_SCALE, Branch, branch_weights, guided_velocity
 from .model_input import assemble_input, branch_contexts
 from .schedule import shift_sigma
-from .wan_dit import WanDiT
+from ..model.wan_dit import WanDiT
 
 SOLVERS = ("euler", "heun")
 

@@ -21,10 +21,10 @@ from typing import Sequence
 
 import torch
 
-from .attention import attention
+from ..model.attention import attention
 from .kv_cache import ChunkSlots, GrowingKVCache, RollingKVCache
-from .rope import RotaryEmbedding
-from .wan_dit import CrossAttentionContext, PatchGrid, WanDiT
+from ..model.rope import RotaryEmbedding
+from ..model.wan_dit import CrossAttentionContext, PatchGrid, WanDiT
 
 ROPE_POLICIES = ("absolute", "relative")
 KVCache = RollingKVCache | GrowingKVCache

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .weights import check_fits, read_state_dict
+from ..model.weights import check_fits, read_state_dict
 
 __all__ = ["TinyVAE", "StreamingDecoder", "StreamingEncoder"]
 

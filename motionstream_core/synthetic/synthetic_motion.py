@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .tracks import MAX_FRAME_SIZE, MAX_FRAMES, TrackSet
+from ..motion.tracks import MAX_FRAME_SIZE, MAX_FRAMES, TrackSet
 
 TRAJECTORY_KINDS = ("linear", "curved", "circular", "stop_and_go", "static")
 SPRITE_SHAPES = ("disc", "rounded_square")

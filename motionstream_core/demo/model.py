@@ -1,0 +1,171 @@
+"""The embedded demo model: a small Wan 2.1 student with its own codec, and the example it ships with.
+
+The weights, example image and tracks live in `assets/` beside this file; `DemoModel.stream` runs the
+streaming session and decodes each chunk with the model's `PatchCodec` as it arrives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..codecs.patch_codec import PatchCodec
+from ..model.weights import read_metadata
+from ..motion.track_formats import tracks_from_widget_json
+from ..motion.track_head import TrackChannelProvider, TrackHeadInputs, track_head_inputs
+from ..motion.tracks import TrackSet
+from ..streaming.session import StreamConditions, StreamingConfig, StreamingSession
+from ..training.checkpoints import load_weights
+from ..training.conditioned_model import TrackConditionedDiT
+
+
+ASSETS = "assets"
+MODEL_FILE = "demo_model.safetensors"
+IMAGE_FILE = "demo_image.npy"
+TRACKS_FILE = "demo_tracks.json"
+DEFAULT_FRAMES = 64
+
+
+def asset_path(name: str) -> Path:
+    return Path(str(resources.files(__package__).joinpath(ASSETS, name)))
+
+
+@dataclasses.dataclass
+class StreamResult:
+    frames: torch.Tensor  # [T, 3, H, W] in [0, 1]
+    seconds: float  # generation + decoding, wall clock
+    first_chunk_seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames.shape[0] / self.seconds if self.seconds > 0 else math.inf
+
+
+@dataclasses.dataclass
+class DemoModel:
+    model: TrackConditionedDiT
+    streaming: StreamingConfig
+    codec: PatchCodec
+    size: int
+    fps: float
+    renumber_track_ids: bool = True
+
+    @property
+    def latent_size(self) -> int:
+        return self.size // self.codec.factor
+
+    @property
+    def text_dim(self) -> int:
+        return self.model.config.text_dim
+
+    def text(self) -> torch.Tensor:
+        """The fixed (all-zero) text embedding the demo model was trained with."""
+        return torch.zeros(1, 1, self.text_dim)
+
+    def first_frame_latents(self, image: torch.Tensor) -> torch.Tensor:
+        """Image [3, H, W] in [0, 1] -> the encoding of it followed by a gray frame [1, C, 2, h, w]."""
+        frames = torch.stack((image, torch.full_like(image, 0.5)))
+        return self.codec.encode_images(frames)
+
+    def track_provider(self, tracks: TrackSet | None) -> TrackChannelProvider:
+        """Track channels of a window of latent frames (one latent frame per video frame); zeros without tracks.
+
+        The demo model was trained with the synthetic clips' own track ids (0 .. N-1), so tracks
+        are renumbered 0 .. N-1 in the order given (the widget's ids are arbitrary labels).
+        """
+        inputs = None
+        if tracks is not None:
+            inputs = track_head_inputs(tracks)
+            if self.renumber_track_ids:
+                inputs = inputs._replace(track_ids=torch.arange(tracks.num_tracks, dtype=torch.int64)[None])
+
+        def window(start: int, stop: int) -> TrackHeadInputs | None:
+            if inputs is None:
+                return None
+            return TrackHeadInputs(inputs.coords[:, start:stop], inputs.visibility[:, start:stop], inputs.track_ids)
+
+        return TrackChannelProvider(self.model.track_encoder, window, self.latent_size, self.latent_size)
+
+    def session(self, seed: int = 0, sinks: bool = True) -> StreamingSession:
+        streaming = self.streaming if sinks else dataclasses.replace(self.streaming, sink_frames=0)
+        return StreamingSession(
+            self.model.transformer, streaming, latent_height=self.latent_size, latent_width=self.latent_size, seed=seed
+        )
+
+    @torch.no_grad()
+    def stream(
+        self,
+        image: torch.Tensor,
+        tracks: TrackSet | None,
+        num_frames: int,
+        seed: int = 0,
+        sinks: bool = True,
+        on_frames: Callable[[torch.Tensor], None] | None = None,
+        keep_frames: bool = True,
+    ) -> StreamResult:
+        """Streams `num_frames` video frames from `image` [3, H, W] in [0, 1] following `tracks`.
+
+        Each chunk is decoded as soon as it is generated (`on_frames` gets [t, 3, H, W]); the
+        time counts both. With `keep_frames=False` only the frame count is kept (long rollouts).
+        """
+        if tuple(image.shape) != (3, self.size, self.size):
+            raise ValueError(f"the demo model takes a 3x{self.size}x{self.size} image, got {tuple(image.shape)}")
+        session = self.session(seed, sinks)
+        began = time.perf_counter()
+        session.start(StreamConditions(
+            text=self.text(), first_frame_latents=self.first_frame_latents(image),
+            motion_providers=[self.track_provider(tracks)],
+        ))
+        frames, produced, first_chunk = [], 0, None
+        while produced < num_frames:
+            chunk = session.next_chunk()
+            decoded = self.codec.decode_images(chunk.latents)[: num_frames - produced]
+            produced += decoded.shape[0]
+            if first_chunk is None:
+                first_chunk = time.perf_counter() - began
+            if on_frames is not None:
+                on_frames(decoded)
+            if keep_frames:
+                frames.append(decoded)
+        seconds = time.perf_counter() - began
+        video = torch.cat(frames) if frames else torch.zeros(0, 3, self.size, self.size)
+        return StreamResult(video, seconds, first_chunk or 0.0)
+
+
+def load_demo_model(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> DemoModel:
+    """The shipped demo model (or another file the demo recipe wrote)."""
+    path = Path(path) if path is not None else asset_path(MODEL_FILE)
+    metadata = read_metadata(path)
+    if "codec" not in metadata:
+        raise ValueError(f"{path} is not a demo model: it has no codec in its metadata")
+    model, streaming = load_weights(path, dtype=dtype)
+    if model.track_encoder is None or streaming is None:
+        raise ValueError(f"{path} is not a demo model: it needs a track head and a streaming config")
+    model.eval().requires_grad_(False)
+    return DemoModel(
+        model=model, streaming=streaming, codec=PatchCodec.from_json(metadata["codec"]),
+        size=int(metadata.get("demo_size", 128)), fps=float(metadata.get("demo_fps", 16.0)),
+        renumber_track_ids=metadata.get("track_ids", "renumber") == "renumber",
+    )
+
+
+def load_demo_image(path: str | Path | None = None) -> torch.Tensor:
+    """An image [3, H, W] in [0, 1] from .npy ([H, W, 3] uint8, or float in [0, 1])."""
+    array = np.load(Path(path) if path is not None else asset_path(IMAGE_FILE))
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"the image must be [H, W, 3], got {array.shape}")
+    image = torch.from_numpy(np.ascontiguousarray(array))
+    image = image.float() / 255.0 if array.dtype == np.uint8 else image.float().clamp(0, 1)
+    return image.permute(2, 0, 1).contiguous()
+
+
+def load_demo_tracks(path: str | Path | None = None) -> TrackSet:
+    path = Path(path) if path is not None else asset_path(TRACKS_FILE)
+    return tracks_from_widget_json(path.read_text())

@@ -1,0 +1,10 @@
+"""The Wan 2.1 diffusion transformer: architecture, attention, RoPE, and weights in every public layout."""
+
+from .config import WanConfig
+from .wan_dit import WanDiT
+from .weights import WeightsError, build_dit, load_dit, read_metadata, read_state_dict, save_state_dict
+
+__all__ = [
+    "WanConfig", "WanDiT",
+    "WeightsError", "build_dit", "load_dit", "read_metadata", "read_state_dict", "save_state_dict",
+]
