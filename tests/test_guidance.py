@@ -1,8 +1,11 @@
 """Joint text-motion guidance: the formula, its special cases, and what it costs."""
 
+import math
+
 import pytest
 import torch
 
+from motionstream_core import FlowMatchSchedule, StreamingConfig, TeacherSampler
 from motionstream_core.sampling.guidance import Branch, branch_weights, guided_velocity
 
 torch.manual_seed(0)
@@ -59,3 +62,20 @@ def test_weights_sum_to_one():
 def test_negative_scales_are_rejected():
     with pytest.raises(ValueError, match="non-negative"):
         branch_weights(-1.0, 1.5)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_scales_that_are_not_finite_are_refused_where_they_are_given(bad):
+    # NaN compared as neither negative nor positive, so it used to pass and make NaN video.
+    with pytest.raises(ValueError, match="text_scale must be a finite"):
+        branch_weights(bad, 1.5)
+    with pytest.raises(ValueError, match="motion_scale must be a finite"):
+        branch_weights(3.0, bad)
+    with pytest.raises(ValueError, match="motion_scale must be a finite"):
+        StreamingConfig(motion_scale=bad)
+    with pytest.raises(ValueError, match="text_scale must be a finite"):
+        TeacherSampler(torch.nn.Module(), text_scale=bad)
+    with pytest.raises(ValueError, match="shift must be a finite"):
+        TeacherSampler(torch.nn.Module(), shift=bad)
+    with pytest.raises(ValueError, match="shift must be a finite"):
+        FlowMatchSchedule(shift=bad)

@@ -12,6 +12,7 @@ motion CFG (two forwards), and wt = wm = 0 turns guidance off (one forward, the 
 from __future__ import annotations
 
 import enum
+import math
 from typing import Callable
 
 import torch
@@ -36,8 +37,9 @@ class Branch(enum.Enum):
 
 def branch_weights(text_scale: float, motion_scale: float) -> dict[Branch, float]:
     """Weight of each branch prediction in the guided velocity; branches with weight 0 are left out."""
-    if text_scale < 0 or motion_scale < 0:
-        raise ValueError(f"guidance scales must be non-negative, got text {text_scale}, motion {motion_scale}")
+    for name, scale in (("text_scale", text_scale), ("motion_scale", motion_scale)):
+        if not math.isfinite(scale) or scale < 0:
+            raise ValueError(f"{name} must be a finite, non-negative number, got {scale}")
     total = text_scale + motion_scale
     if total == 0:
         return {Branch.CONDITIONAL: 1.0}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import math
+
 import torch
 
 DEFAULT_DENOISING_STEPS = (1000, 750, 500, 250)
@@ -24,8 +26,8 @@ def shift_sigma(sigma, shift: float):
 
 class FlowMatchSchedule:
     def __init__(self, shift: float = 5.0, num_train_timesteps: int = 1000):
-        if shift <= 0:
-            raise ValueError(f"the schedule shift must be positive, got {shift}")
+        if not math.isfinite(shift) or shift <= 0:
+            raise ValueError(f"the schedule shift must be a finite, positive number, got {shift}")
         if num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be at least 1, got {num_train_timesteps}")
         self.shift = float(shift)

@@ -9,6 +9,7 @@ track channels]; the null-motion branch gets zero track channels.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import torch
@@ -25,8 +26,8 @@ def shifted_sigmas(steps: int, shift: float, device=None) -> torch.Tensor:
     """steps + 1 noise levels from 1 down to 0, warped by the flow-matching shift (float64)."""
     if steps < 1:
         raise ValueError(f"the teacher needs at least one step, got {steps}")
-    if shift <= 0:
-        raise ValueError(f"the schedule shift must be positive, got {shift}")
+    if not math.isfinite(shift) or shift <= 0:
+        raise ValueError(f"the schedule shift must be a finite, positive number, got {shift}")
     return shift_sigma(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64, device=device), shift)
 
 
@@ -52,6 +53,7 @@ class TeacherSampler:
     ):
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+        branch_weights(text_scale, motion_scale)  # refuses NaN, infinite or negative scales now, not mid-sampling
         self.model = model
         self.sigmas = shifted_sigmas(steps, shift)
         self.solver = solver
