@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 from . import host
@@ -43,24 +44,41 @@ def resolve(folder: str, name: str) -> str:
 
 
 def download(known: KnownWeights) -> str:
+    """Downloads into a staging folder beside the target and renames it into place when every file is there.
+
+    So the target exists only when complete. A killed download leaves its staging folder, which the next
+    attempt resumes from (huggingface_hub keeps its partial files there) and removes once done. A target
+    that an earlier version of this pack left half-downloaded (huggingface_hub's `.incomplete` files in it)
+    becomes the staging folder.
+    """
     destination = Path(host.model_directory(known.folder)) / known.target
-    if destination.exists():
+    if destination.exists() and not _interrupted(destination):
         return os.fspath(destination)
     try:
         import huggingface_hub
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     except ImportError as error:
         raise RuntimeError("downloading needs the huggingface_hub package (pip install huggingface_hub)") from error
-    root = destination.parent
+    staging = destination.with_name(f".{known.target}.download")
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    if destination.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+        destination.replace(staging)
     try:
         if known.files:
             for filename in known.files:
-                huggingface_hub.hf_hub_download(known.repo_id, filename, local_dir=root)
+                huggingface_hub.hf_hub_download(known.repo_id, filename, local_dir=staging)
         else:
-            huggingface_hub.snapshot_download(known.repo_id, local_dir=destination)
+            huggingface_hub.snapshot_download(known.repo_id, local_dir=staging)
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
         raise RuntimeError(
             f"could not download {known.repo_id} from Hugging Face ({type(error).__name__}: {error}). "
             f"If this machine is offline, download it elsewhere and put it at {destination}"
         ) from error
+    (staging / known.target if known.files else staging).replace(destination)
+    shutil.rmtree(staging, ignore_errors=True)
     return os.fspath(destination)
+
+
+def _interrupted(path: Path) -> bool:
+    return path.is_dir() and any((path / ".cache" / "huggingface" / "download").rglob("*.incomplete"))

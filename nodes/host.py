@@ -90,7 +90,9 @@ def model_files(folder: str) -> list[str]:
 def model_directory(folder: str) -> str:
     """Where new files for a standard model folder go."""
     if _folder_paths is not None:
-        return _folder_paths.get_folder_paths(folder)[0]
+        # ComfyUI lists legacy names first (models/unet for diffusion_models); new files go where the README says.
+        paths = _folder_paths.get_folder_paths(folder)
+        return next((path for path in paths if Path(path).name == folder), paths[0])
     return str(_fallback_models_root() / folder)
 
 
@@ -101,7 +103,8 @@ def model_directories(folder: str) -> list[str]:
     for root in map(Path, roots):
         if root.is_dir():
             for child in root.iterdir():
-                if child.is_dir() and (any(child.glob("*.safetensors")) or (child / "transformer").is_dir()):
+                hidden = child.name.startswith(".")  # e.g. a download still being staged
+                if child.is_dir() and not hidden and (any(child.glob("*.safetensors")) or (child / "transformer").is_dir()):
                     found.add(child.name)
     return sorted(found)
 

@@ -1,6 +1,7 @@
 """The pack imports as ComfyUI would import it, and its nodes follow the classic node contract."""
 
 import ast
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,3 +115,54 @@ def test_offline_download_says_what_to_do(pack, tmp_path, monkeypatch):
     choice = next(c for c in downloads.choices("diffusion_models") if "Track-v0" in c)
     with pytest.raises(RuntimeError, match=r"offline.*diffusion_models/Track-v0"):
         downloads.resolve("diffusion_models", choice)
+
+
+def test_an_interrupted_download_is_resumed_not_taken_as_complete(pack, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    downloads = pack.nodes.downloads
+    monkeypatch.setenv("MOTIONSTREAM_MODELS_DIR", str(tmp_path))
+    choice = next(c for c in downloads.choices("diffusion_models") if "Track-v0" in c)
+    seen_on_resume = []
+
+    def killed(repo_id, local_dir):
+        (Path(local_dir) / "model-00001-of-00002.safetensors").parent.mkdir(parents=True, exist_ok=True)
+        (Path(local_dir) / "model-00001-of-00002.safetensors").write_bytes(b"first shard")
+        raise OSError("connection reset")
+
+    def resumed(repo_id, local_dir):
+        seen_on_resume.extend(sorted(p.name for p in Path(local_dir).iterdir()))
+        (Path(local_dir) / "model-00002-of-00002.safetensors").write_bytes(b"second shard")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", killed)
+    with pytest.raises(RuntimeError, match="could not download"):
+        downloads.resolve("diffusion_models", choice)
+    target = tmp_path / "diffusion_models" / "Track-v0"
+    assert not target.exists(), "a partial download must not look complete"
+    assert pack.nodes.host.model_directories("diffusion_models") == [], "the staging folder is not a model choice"
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", resumed)
+    assert downloads.resolve("diffusion_models", choice) == str(target)
+    assert seen_on_resume == ["model-00001-of-00002.safetensors"], "the second attempt resumes the first one's files"
+    assert sorted(p.name for p in target.iterdir()) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "diffusion_models").iterdir()) == ["Track-v0"]
+
+
+def test_a_target_left_half_downloaded_by_huggingface_hub_is_downloaded_again(pack, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    downloads = pack.nodes.downloads
+    monkeypatch.setenv("MOTIONSTREAM_MODELS_DIR", str(tmp_path))
+    target = tmp_path / "diffusion_models" / "Track-v0"
+    (target / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (target / ".cache" / "huggingface" / "download" / "model.safetensors.abc.incomplete").write_bytes(b"half")
+
+    def complete(repo_id, local_dir):
+        for partial in Path(local_dir).rglob("*.incomplete"):
+            partial.unlink()
+        (Path(local_dir) / "model.safetensors").write_bytes(b"whole")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", complete)
+    choice = next(c for c in downloads.choices("diffusion_models") if "Track-v0" in c)
+    assert downloads.resolve("diffusion_models", choice) == str(target)
+    assert (target / "model.safetensors").read_bytes() == b"whole"
