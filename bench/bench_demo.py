@@ -26,7 +26,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from motionstream_core.demo.cli import load_demo_image, load_demo_model, load_demo_tracks  # noqa: E402
+from motionstream_core.demo import load_demo_image, load_demo_model, load_demo_tracks  # noqa: E402
 from motionstream_core.synthetic.motion_scoring import colour_drift, content_drift, score_track_following  # noqa: E402
 from motionstream_core.synthetic.synthetic_motion import SyntheticMotionConfig, clip_seed, generate_clip  # noqa: E402
 
