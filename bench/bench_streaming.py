@@ -85,7 +85,7 @@ def run_cpu(num_chunks: int, warmup: int, growing_until: int) -> None:
     print(f"  median of first 50: {first * 1e3:.2f} ms/chunk, of last 50: {last * 1e3:.2f} ms/chunk")
     print(f"  last/first ratio: {last / first:.3f} (goal <= 1.05)")
 
-    growing_config = dataclasses.replace(streaming, growing_cache=True)
+    growing_config = dataclasses.replace(streaming, cache_policy="growing")
     growing = _session(model, growing_config, CPU_LATENT, text)
     growing_times = time_chunks(growing, growing_until + 3, clock)
     around = slice(growing_until - 2, growing_until + 3)  # median of chunks 98..102 against noise

@@ -117,7 +117,7 @@ def test_recache_with_unchanged_prompt_before_eviction_changes_nothing(model):
     recached = []
     recache = session.model.recache
     session.model.recache = lambda *args: recached.append(args[4]) or recache(*args)
-    session.update(text=prompt(1), recache=True)
+    session.update(text=prompt(1), prompt_change="recache")
     session.next_chunk()  # re-caches frames 0..6 first, then writes frames 7..9 into other slots
     assert recached == [[0, 1, 2, 3, 4, 5, 6]]
     for old, new in zip(before, session.cache.tensors()):
@@ -127,7 +127,7 @@ def test_recache_with_unchanged_prompt_before_eviction_changes_nothing(model):
 def test_recache_on_prompt_change_rewrites_the_window(model):
     config = StreamingConfig(rope_policy="relative", sink_frames=1, window_frames=6, block_frames=(1, 3))
     plain, _ = run(model, 4, config=config)
-    recached, _ = run(model, 4, config=dataclasses.replace(config, recache_on_prompt_change=True))
+    recached, _ = run(model, 4, config=dataclasses.replace(config, prompt_change="recache"))
     pointers = [t.data_ptr() for t in recached.cache.tensors()]
     for session in (plain, recached):
         session.update(text=prompt(50))
@@ -179,7 +179,7 @@ def test_next_chunk_needs_start(model):
 
 def test_growing_cache_equals_rolling_cache_before_anything_is_evicted(model):
     config = StreamingConfig(rope_policy="relative", sink_frames=1, window_frames=12, block_frames=(1, 3))
-    growing = dataclasses.replace(config, growing_cache=True)
+    growing = dataclasses.replace(config, cache_policy="growing")
     _, rolling_chunks = run(model, 3, config=config)
     session, growing_chunks = run(model, 3, config=growing)
     for a, b in zip(rolling_chunks, growing_chunks):

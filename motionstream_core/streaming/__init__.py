@@ -1,11 +1,22 @@
-"""Streaming generation: the causal chunk-by-chunk model over a KV cache, and the session a node or CLI drives."""
+"""Streaming generation: the causal chunk-by-chunk model over a KV cache, and the session a node or CLI drives.
+
+Cache policies (cache_policies.py) decide which earlier frames a chunk attends to; prompt change
+policies (prompt_change.py) decide what happens to those cached frames when the prompt changes.
+"""
 
 from .block_schedule import BlockSchedule
+from .cache_policies import CACHE_POLICIES, CacheGeometry, CachePolicy, GrowingBaseline, RollingWithSinks, cache_policy_named
 from .causal_model import CausalWanModel, RopeRangeError
+from .commit_inputs import CommitInputs
 from .image_conditioning import FirstFrameCondition
+from .kv_cache import GrowingKVCache, KVCache, RollingKVCache
+from .prompt_change import PROMPT_CHANGE_POLICIES, KeepCache, PromptChangePolicy, RecacheWindow, prompt_change_named
 from .session import LatentChunk, StreamConditions, StreamingConfig, StreamingSession, StreamInterrupted
 
 __all__ = [
     "BlockSchedule", "CausalWanModel", "FirstFrameCondition", "RopeRangeError",
     "LatentChunk", "StreamConditions", "StreamingConfig", "StreamingSession", "StreamInterrupted",
+    "CACHE_POLICIES", "CacheGeometry", "CachePolicy", "GrowingBaseline", "RollingWithSinks", "cache_policy_named",
+    "PROMPT_CHANGE_POLICIES", "KeepCache", "PromptChangePolicy", "RecacheWindow", "prompt_change_named",
+    "CommitInputs", "GrowingKVCache", "KVCache", "RollingKVCache",
 ]

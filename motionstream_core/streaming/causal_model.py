@@ -22,12 +22,12 @@ from typing import Sequence
 import torch
 
 from ..model.attention import attention
-from .kv_cache import ChunkSlots, GrowingKVCache, RollingKVCache
+from .cache_policies import CacheGeometry, CachePolicy, cache_policy_named
+from .kv_cache import ChunkSlots, KVCache
 from ..model.rope import RotaryEmbedding
 from ..model.wan_dit import CrossAttentionContext, PatchGrid, WanDiT
 
 ROPE_POLICIES = ("absolute", "relative")
-KVCache = RollingKVCache | GrowingKVCache
 
 
 class RopeRangeError(ValueError):
@@ -83,18 +83,9 @@ class CausalWanModel:
     def dtype(self) -> torch.dtype:
         return self.transformer.dtype
 
-    def new_cache(
-        self,
-        batch_size: int,
-        latent_height: int,
-        latent_width: int,
-        sink_frames: int,
-        window_frames: int,
-        growing: bool = False,
-    ) -> KVCache:
-        """An empty cache for this model and latent size; `growing` gives the unbounded test baseline."""
+    def cache_geometry(self, batch_size: int, latent_height: int, latent_width: int) -> CacheGeometry:
         config = self.config
-        geometry = dict(
+        return CacheGeometry(
             num_layers=config.num_layers,
             batch_size=batch_size,
             tokens_per_frame=config.tokens_per_frame(latent_height, latent_width),
@@ -103,11 +94,24 @@ class CausalWanModel:
             dtype=self.dtype,
             device=self.device,
         )
-        if growing:
-            return GrowingKVCache(**geometry)
-        if self.rope_policy == "relative" and window_frames > config.rope_max_len:
-            raise ValueError(f"window_frames {window_frames} exceeds the model's rope_max_len {config.rope_max_len}")
-        return RollingKVCache(sink_frames=sink_frames, window_frames=window_frames, **geometry)
+
+    def new_cache(
+        self,
+        batch_size: int,
+        latent_height: int,
+        latent_width: int,
+        sink_frames: int,
+        window_frames: int,
+        policy: CachePolicy | str = "rolling",
+    ) -> KVCache:
+        """An empty cache for this model and latent size, kept by `policy` (a `CachePolicy` or its name)."""
+        if isinstance(policy, str):
+            policy = cache_policy_named(policy)
+        span = policy.attention_span(sink_frames, window_frames)
+        # Relative RoPE numbers the visible frames 0..span-1, so the span must fit the table.
+        if self.rope_policy == "relative" and span is not None and span > self.config.rope_max_len:
+            raise ValueError(f"window_frames {span} exceeds the model's rope_max_len {self.config.rope_max_len}")
+        return policy.allocate(self.cache_geometry(batch_size, latent_height, latent_width), sink_frames, window_frames)
 
     def encode_context(
         self, text: torch.Tensor, image_tokens: torch.Tensor | None = None

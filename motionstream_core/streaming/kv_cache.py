@@ -1,4 +1,6 @@
-"""Self-attention key/value cache of a causal student: attention sink + rolling window, allocated once.
+"""Self-attention key/value caches of a causal student; a `CachePolicy` (cache_policies.py) picks one.
+
+`RollingKVCache`: attention sink + rolling window, allocated once.
 
 Frame bookkeeping (which latent frame lives in which slot) is pure index arithmetic on the
 frame range of the chunk being generated, so the cache holds no state besides its tensors:
@@ -13,10 +15,13 @@ frame range of the chunk being generated, so the cache holds no state besides it
 
 Because a chunk only ever writes into slots of frames it does not see, an interrupted chunk can
 be generated again from scratch with the same visible context.
+
+`GrowingKVCache`: every frame, grown by reallocation; the unbounded baseline.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Sequence
 
@@ -66,11 +71,39 @@ def _copy_into_slots(buffer: torch.Tensor, slots: Sequence[int], tokens: torch.T
         buffer[:, slot : slot + length].copy_(tokens[:, source : source + length])
 
 
-class _KeyValueBuffers:
-    """Per-layer key and value tensors [B, frames, tokens_per_frame, H, D] and what reads them."""
+class KVCache(abc.ABC):
+    """Per-layer key and value tensors [B, frames, tokens_per_frame, H, D]: what the causal model calls.
+
+    `plan` places a chunk's frames in slots, `write` stores their keys/values, `visible` reads what
+    the chunk attends to, and `restart` prepares the cache for a new stream at frame 0.
+    """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    tokens_per_frame: int
+    sink_frames: int
+    # Frame slots currently allocated per layer.
+    window_frames: int
+
+    @abc.abstractmethod
+    def slot_of(self, frame: int) -> int:
+        """The slot that holds latent frame `frame`."""
+
+    @abc.abstractmethod
+    def held_frames(self, end_frame: int) -> list[int]:
+        """The frames the cache holds once every frame before `end_frame` is committed, in frame order."""
+
+    @abc.abstractmethod
+    def plan(self, start_frame: int, num_frames: int) -> ChunkSlots:
+        """Where the chunk's frames go and which slots it attends to; raises if the chunk cannot fit."""
+
+    @abc.abstractmethod
+    def write(self, layer: int, slots: Sequence[int], key: torch.Tensor, value: torch.Tensor) -> None:
+        """Stores key/value [B, len(slots) * tokens_per_frame, H, D] into the given slots."""
+
+    @abc.abstractmethod
+    def restart(self) -> None:
+        """Prepares the cache for a new stream that starts again at frame 0."""
 
     @property
     def num_layers(self) -> int:
@@ -88,7 +121,7 @@ class _KeyValueBuffers:
         return self.keys[layer][:, :n].flatten(1, 2), self.values[layer][:, :n].flatten(1, 2)
 
 
-class RollingKVCache(_KeyValueBuffers):
+class RollingKVCache(KVCache):
     """One key and one value tensor [B, window_frames, tokens_per_frame, H, D] per layer."""
 
     def __init__(
@@ -160,8 +193,13 @@ class RollingKVCache(_KeyValueBuffers):
         _copy_into_slots(self.keys[layer], slots, key)
         _copy_into_slots(self.values[layer], slots, value)
 
+    def restart(self) -> None:
+        # Nothing to clear: a chunk sees only slots of frames of its own stream, and every one of
+        # them is written before it becomes visible.
+        pass
 
-class GrowingKVCache(_KeyValueBuffers):
+
+class GrowingKVCache(KVCache):
     """A cache that keeps every frame and grows by reallocation: the unbounded baseline.
 
     Only for tests and benchmarks: memory and per-chunk time grow with video length, which is
@@ -209,3 +247,8 @@ class GrowingKVCache(_KeyValueBuffers):
             self.values[layer] = torch.cat((self.values[layer], pad), dim=1)
         _copy_into_slots(self.keys[layer], slots, key)
         _copy_into_slots(self.values[layer], slots, value)
+
+    def restart(self) -> None:
+        # Free what the previous stream grew to; the new stream grows again from nothing.
+        self.keys = [k.new_zeros((k.shape[0], 0, *k.shape[2:])) for k in self.keys]
+        self.values = [v.new_zeros((v.shape[0], 0, *v.shape[2:])) for v in self.values]

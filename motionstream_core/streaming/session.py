@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
 from .block_schedule import BlockSchedule
-from .causal_model import ROPE_POLICIES, CausalWanModel, KVCache
+from .cache_policies import CachePolicy, cache_policy_named
+from .causal_model import ROPE_POLICIES, CausalWanModel
+from .commit_inputs import CommitInputs
+from .kv_cache import KVCache
+from .prompt_change import KeepCache, PromptChangePolicy, prompt_change_named
 from ..sampling.guidance import Branch, branch_weights, guided_velocity
 from .image_conditioning import ConditionChannelProvider, FirstFrameCondition
 from ..sampling.noise import NoiseSource, SeededNoise
@@ -27,6 +31,12 @@ from ..sampling.schedule import DEFAULT_DENOISING_STEPS, FlowMatchSchedule, add_
 from ..model.wan_dit import WanDiT
 
 _UNCHANGED = object()
+
+# Spellings of stored configs from before the cache policies: old key -> (new key, {old value: new value}).
+_LEGACY_SETTINGS = {
+    "growing_cache": ("cache_policy", {True: "growing", False: "rolling"}),
+    "recache_on_prompt_change": ("prompt_change", {True: "recache", False: "keep"}),
+}
 
 
 class StreamInterrupted(RuntimeError):
@@ -49,10 +59,12 @@ class StreamingConfig:
     # re-noised to the matching sigma commit_step / num_train_timesteps.
     commit_step: int = 0
     commit_renoise: bool = False
-    # After a prompt change, recompute the cached frames' keys/values under the new prompt (LongLive).
-    recache_on_prompt_change: bool = False
-    # Unbounded cache that grows with the video: a baseline for tests and benchmarks only.
-    growing_cache: bool = False
+    # What a prompt change does to the cached frames, by name (see prompt_change.py): "keep" them, or
+    # "recache" them under the new prompt (LongLive).
+    prompt_change: str = "keep"
+    # Which frames the KV cache keeps, by name (see cache_policies.py): "rolling" (sink + rolling
+    # window, constant memory) or "growing" (every frame; a baseline for tests and benchmarks only).
+    cache_policy: str = "rolling"
     # Joint text-motion guidance (wt, wm); distilled students run without it (0, 0). Each branch
     # that contributes keeps its own KV cache, so guidance costs one forward per branch.
     text_scale: float = 0.0
@@ -65,13 +77,24 @@ class StreamingConfig:
         if self.rope_policy not in ROPE_POLICIES:
             raise ValueError(f"unknown rope_policy {self.rope_policy!r}; use one of {ROPE_POLICIES}")
         branch_weights(self.text_scale, self.motion_scale)
-        if self.growing_cache and self.recache_on_prompt_change:
-            raise ValueError("recache_on_prompt_change needs the rolling cache; it is not available with growing_cache")
+        prompt_change_named(self.prompt_change).check_cache_policy(cache_policy_named(self.cache_policy))
         # Raise early on a bad schedule rather than at the first chunk.
         FlowMatchSchedule(self.shift, self.num_train_timesteps).warp(self.denoising_steps)
         if not 0 <= self.commit_step <= self.num_train_timesteps:
             raise ValueError(f"commit_step must be in [0, {self.num_train_timesteps}], got {self.commit_step}")
         BlockSchedule(self.block_frames)
+
+    @classmethod
+    def from_dict(cls, settings: Mapping) -> "StreamingConfig":
+        """A config from `dataclasses.asdict` output (e.g. the JSON stored with weights), older spellings included."""
+        settings = dict(settings)
+        for old_key, (new_key, values) in _LEGACY_SETTINGS.items():
+            if old_key in settings:
+                old_value = settings.pop(old_key)
+                if old_value not in values:
+                    raise ValueError(f"{old_key} must be true or false, got {old_value!r}")
+                settings.setdefault(new_key, values[old_value])
+        return cls(**settings)
 
     @classmethod
     def track_v0(cls, **overrides) -> "StreamingConfig":
@@ -132,9 +155,9 @@ class _BranchState:
 
     weight: float
     cache: KVCache
+    # Model inputs of the committed frames the cache holds: what a re-cache runs the model on.
+    commit_inputs: CommitInputs
     context: list | None = None
-    # Model inputs of the committed frames, by cache slot: what a re-cache runs the model on.
-    commit_inputs: torch.Tensor | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +209,8 @@ class StreamingSession:
         else:
             self.model = CausalWanModel(transformer, config.rope_policy)
         self.config = config
+        self.cache_policy: CachePolicy = cache_policy_named(config.cache_policy)
+        self.prompt_change: PromptChangePolicy = prompt_change_named(config.prompt_change)
         self.latent_height = latent_height
         self.latent_width = latent_width
         self.batch_size = batch_size
@@ -205,8 +230,8 @@ class StreamingSession:
         self.blocks = BlockSchedule(config.block_frames)
 
         self._branches = {
-            branch: _BranchState(weight, self._new_cache()) for branch, weight in branch_weights(
-                config.text_scale, config.motion_scale).items()
+            branch: self._new_branch(weight)
+            for branch, weight in branch_weights(config.text_scale, config.motion_scale).items()
         }
         self._check_blocks_fit()
         self._sample_dtype = torch.promote_types(self.model.dtype, torch.float32)
@@ -269,7 +294,7 @@ class StreamingSession:
             return
         if self._conditions is None:
             raise RuntimeError("the session has not been started; call start(conditions)")
-        self._apply_pending(allow_recache=False)  # nothing is cached any more after a rewind
+        self._apply_pending(KeepCache())  # the rewind below leaves nothing cached to re-cache
         self._rewind()
 
     def update(
@@ -281,12 +306,15 @@ class StreamingSession:
         channel_providers=_UNCHANGED,
         motion_providers=_UNCHANGED,
         null_text=_UNCHANGED,
-        recache: bool | None = None,
+        prompt_change: str | None = None,
     ) -> None:
         """Changes conditions from the next chunk that starts on; safe to call from another thread.
 
-        `recache` overrides `config.recache_on_prompt_change` for this prompt change.
+        `prompt_change` ("keep" or "recache") overrides `config.prompt_change` for this prompt change.
         """
+        policy = None if prompt_change is None else prompt_change_named(prompt_change)
+        if policy is not None:
+            policy.check_cache_policy(self.cache_policy)
         changes = {
             name: value
             for name, value in dict(
@@ -297,8 +325,8 @@ class StreamingSession:
         }
         with self._lock:
             self._pending.update(changes)
-            if recache is not None:
-                self._pending["recache"] = recache
+            if policy is not None:
+                self._pending["prompt_change"] = policy
 
     def stream(self, num_chunks: int | None = None) -> Iterator[LatentChunk]:
         """Yields chunks one at a time, forever or `num_chunks` of them."""
@@ -342,7 +370,7 @@ class StreamingSession:
             self._check_interrupt()
             commit_input = self._model_input(committed, conditions, with_motion=branch.uses_motion)
             self.model.forward_chunk(commit_input, self._commit_timestep, state.context, state.cache, start)
-            self._remember_commit_input(state, commit_input, start)
+            state.commit_inputs.remember(commit_input, start)
 
         self._chunk_index += 1
         self._next_frame += num_frames
@@ -353,19 +381,19 @@ class StreamingSession:
 
     # --- internals ---
 
-    def _new_cache(self) -> KVCache:
+    def _new_branch(self, weight: float) -> _BranchState:
         config = self.config
-        return self.model.new_cache(
+        cache = self.model.new_cache(
             self.batch_size, self.latent_height, self.latent_width, config.sink_frames, config.window_frames,
-            growing=config.growing_cache,
+            self.cache_policy,
         )
+        return _BranchState(weight, cache, commit_inputs=self.cache_policy.commit_inputs(cache))
 
     def _rewind(self) -> None:
         self._chunk_index = 0
         self._next_frame = 0
-        if self.config.growing_cache:
-            for state in self._branches.values():
-                state.cache = self._new_cache()
+        for state in self._branches.values():
+            state.cache.restart()
 
     def _check_blocks_fit(self) -> None:
         # The widest non-sink block must fit the rolling part of the cache; plan() says why if not.
@@ -391,40 +419,22 @@ class StreamingSession:
         self._motion_provider_count = len(conditions.motion_providers)
         self._conditions = conditions
 
-    def _apply_pending(self, allow_recache: bool = True) -> None:
+    def _apply_pending(self, prompt_change_override: PromptChangePolicy | None = None) -> None:
+        """Applies the pending updates. A prompt change is handled by the override if given, else by
+        the policy `update` asked for, else by the config's."""
         with self._lock:
             pending, self._pending = self._pending, {}
         if not pending:
             return
         if self._conditions is None:
             raise RuntimeError("the session has not been started; call start(conditions)")
-        recache = pending.pop("recache", self.config.recache_on_prompt_change)
+        requested = pending.pop("prompt_change", self.prompt_change)
         text_changed = bool({"text", "image_tokens", "null_text"} & set(pending))
         self._set_conditions(dataclasses.replace(self._conditions, **pending), text_changed)
-        if text_changed and recache and allow_recache and self._next_frame > 0:
-            self._recache()
-
-    def _recache(self) -> None:
-        for state in self._branches.values():
-            if state.commit_inputs is None:
-                raise ValueError("recache needs the rolling cache (it is not available with growing_cache)")
-            frames = state.cache.held_frames(self._next_frame)
-            slots = torch.tensor([state.cache.slot_of(f) for f in frames], device=state.commit_inputs.device)
-            inputs = state.commit_inputs.index_select(2, slots)
-            blocks = [self.blocks.block_of(f) for f in frames]
-            self.model.recache(inputs, self._commit_timestep, state.context, state.cache, frames, blocks)
-
-    def _remember_commit_input(self, state: _BranchState, commit_input: torch.Tensor, start: int) -> None:
-        # Kept for every rolling-cache stream, so that any prompt change may ask for a re-cache:
-        # a window of latent frames is small next to the cache itself.
-        if self.config.growing_cache:
-            return
-        if state.commit_inputs is None or state.commit_inputs.shape[1] != commit_input.shape[1]:
-            shape = list(commit_input.shape)
-            shape[2] = state.cache.window_frames
-            state.commit_inputs = commit_input.new_zeros(shape)
-        for offset in range(commit_input.shape[2]):
-            state.commit_inputs[:, :, state.cache.slot_of(start + offset)] = commit_input[:, :, offset]
+        if text_changed:
+            (prompt_change_override or requested).after_prompt_change(
+                self.model, self._branches.values(), self._next_frame, self.blocks, self._commit_timestep
+            )
 
     def _condition_channels(self, start: int, num_frames: int) -> torch.Tensor | None:
         parts = []

@@ -36,11 +36,11 @@ def streaming_config_json(config: StreamingConfig) -> str:
 
 
 def read_streaming_config(path: str | os.PathLike) -> StreamingConfig | None:
-    """The StreamingConfig stored with a weights file, if any."""
+    """The StreamingConfig stored with a weights file, if any (older files' spellings included)."""
     metadata = read_metadata(path)
     if "streaming_config" not in metadata:
         return None
-    return StreamingConfig(**json.loads(metadata["streaming_config"]))
+    return StreamingConfig.from_dict(json.loads(metadata["streaming_config"]))
 
 
 def weights_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -159,7 +159,7 @@ def self_forcing_rollout(
     blocks = BlockSchedule(streaming.block_frames)
     num_frames = sum(blocks.size(b) for b in range(len(plan.exit_steps)))
     cache = causal.new_cache(
-        batch_size, height, width, streaming.sink_frames, streaming.window_frames, growing=streaming.growing_cache
+        batch_size, height, width, streaming.sink_frames, streaming.window_frames, streaming.cache_policy
     )
     schedule = FlowMatchSchedule(streaming.shift, streaming.num_train_timesteps)
     timesteps, sigmas = schedule.warp(streaming.denoising_steps)
