@@ -27,8 +27,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from motionstream_core.demo import load_demo_image, load_demo_model, load_demo_tracks  # noqa: E402
-from motionstream_core.synthetic.motion_scoring import colour_drift, content_drift, score_track_following  # noqa: E402
-from motionstream_core.synthetic.synthetic_motion import SyntheticMotionConfig, clip_seed, generate_clip  # noqa: E402
+from motionstream_core.synthetic import (  # noqa: E402
+    SyntheticMotionConfig, clip_seed, colour_drift, content_drift, generate_clip, score_track_following,
+)
 
 # Dataset seeds of the track-following clips. Training clips come from seed 0 (and the codec's from
 # 1_000_003); these are disjoint. Checkpoints are chosen on "validation" so that the reported

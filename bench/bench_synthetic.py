@@ -16,8 +16,9 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from motionstream_core.synthetic.motion_scoring import colour_drift, content_drift, locate_sprites, score_track_following  # noqa: E402
-from motionstream_core.synthetic.synthetic_motion import SyntheticMotionConfig, generate_clip  # noqa: E402
+from motionstream_core.synthetic import (  # noqa: E402
+    SyntheticMotionConfig, colour_drift, content_drift, generate_clip, locate_sprites, score_track_following,
+)
 
 
 def timed(function, items):

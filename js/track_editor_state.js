@@ -1,6 +1,6 @@
 // State model of the MotionStream track editor: tracks, anchors, selection, undo/redo and the
 // `motionstream-tracks` widget JSON. Pure module (no DOM, no ComfyUI) so node can unit-test it.
-// The schema and its rules are those of motionstream_core/motion/track_formats.py.
+// The schema and its rules are those of motionstream_core/motion/formats/widget_json.py.
 
 export const WIDGET_FORMAT = "motionstream-tracks";
 export const WIDGET_VERSION = 1;

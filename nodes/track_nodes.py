@@ -7,18 +7,21 @@ import json
 import torch
 
 from motionstream_core import (
-    load_cotracker_tracks,
-    rescale_tracks,
-    load_wan_move_tracks,
-    tracks_from_ati_json,
-    tracks_from_spline_editor,
-    tracks_from_widget_json,
+    ReadOptions,
     TrackSet,
+    list_track_formats,
+    load_tracks_file,
+    read_tracks,
+    rescale_tracks,
+    track_format_labeled,
+    tracks_from_widget_json,
 )
 
 from . import host
 
 CATEGORY = "MotionStream/tracks"
+# The Load Tracks File choice that picks the format from the file name (see `format_for_path`).
+BY_FILE_SUFFIX = "by file suffix"
 
 
 def _frame_inputs(default_fps: float = 16.0):
@@ -62,14 +65,15 @@ def _rescaled(tracks: TrackSet, width: int, height: int) -> TrackSet:
 
 
 class MotionStreamTracksFromCoordinates:
-    """KJNodes SplineEditor `coord_str` or ATI / WanTrackToVideo JSON."""
+    """Track text from another node in any registered text format: KJNodes SplineEditor `coord_str`,
+    ATI / WanTrackToVideo JSON, the editor's widget JSON."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "coordinates": ("STRING", {"forceInput": True}),
-                "format": (["KJNodes SplineEditor", "ATI / WanTrackToVideo"],),
+                "format": ([entry.label for entry in list_track_formats("text")],),
                 **_frame_inputs(),
             }
         }
@@ -80,22 +84,20 @@ class MotionStreamTracksFromCoordinates:
     CATEGORY = CATEGORY
 
     def convert(self, coordinates, format, width, height, fps):
-        if format == "KJNodes SplineEditor":
-            tracks = tracks_from_spline_editor(coordinates, width=width, height=height, fps=fps)
-        else:
-            tracks = tracks_from_ati_json(coordinates, width=width, height=height)
-        return (tracks.to_comfy_tracks(),)
+        options = ReadOptions(width=width, height=height, fps=fps)
+        return (read_tracks(coordinates, track_format_labeled(format), options).to_comfy_tracks(),)
 
 
 class MotionStreamLoadTracksFile:
-    """Motion transfer: tracks from a point tracker (CoTracker .npz/.npy/.pt) or a Wan-Move .npy pair."""
+    """Motion transfer: tracks from a file in any registered file format, e.g. a point tracker's
+    (CoTracker .npz/.npy/.pt) or a Wan-Move .npy pair; or chosen by the file's suffix."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "path": ("STRING", {"default": "", "tooltip": "Relative to ComfyUI's input folder, or absolute."}),
-                "format": (["CoTracker", "Wan-Move"],),
+                "format": ([entry.label for entry in list_track_formats("file")] + [BY_FILE_SUFFIX],),
                 "width": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 16,
                                   "tooltip": "Frame size the tracks were made at; 0: read it from the file (CoTracker .npz)."}),
                 "height": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 16}),
@@ -113,17 +115,11 @@ class MotionStreamLoadTracksFile:
 
     def load(self, path, format, width, height, fps, visibility_path=""):
         path = host.input_path(path)
-        visibility = host.input_path(visibility_path) if visibility_path else None
-        if format == "CoTracker":
-            tracks = load_cotracker_tracks(path, width=width or None, height=height or None, fps=fps or None,
-                                           visibility_path=visibility)
-        else:
-            if visibility is None:
-                raise ValueError("Wan-Move tracks need their *_visibility.npy file (visibility_path)")
-            if not (width and height):
-                raise ValueError("Wan-Move track files do not store the frame size: set width and height")
-            tracks = load_wan_move_tracks(path, visibility, width=width, height=height, fps=fps or 16.0)
-        return (tracks.to_comfy_tracks(),)
+        # 0 and "" are the widgets' "not given".
+        options = ReadOptions(width=width or None, height=height or None, fps=fps or None,
+                              visibility_path=host.input_path(visibility_path) if visibility_path else None)
+        track_format = None if format == BY_FILE_SUFFIX else track_format_labeled(format)
+        return (load_tracks_file(path, track_format, options).to_comfy_tracks(),)
 
 
 def _track_colors(track_ids: torch.Tensor) -> torch.Tensor:

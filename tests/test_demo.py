@@ -14,7 +14,7 @@ from motionstream_core.demo import (
 )
 from motionstream_core.demo.__main__ import main
 from motionstream_core.codecs.patch_codec import PatchCodec
-from motionstream_core.synthetic.synthetic_motion import SyntheticMotionConfig, generate_clip
+from motionstream_core.synthetic import SyntheticMotionConfig, generate_clip
 from motionstream_core.model.weights import load_dit, read_metadata
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from motionstream_core.motion.track_formats import tracks_from_widget_json, tracks_to_widget_json
+from motionstream_core.motion.formats import tracks_from_widget_json, tracks_to_widget_json
 from motionstream_core.motion.tracks import TrackSet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

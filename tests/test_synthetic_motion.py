@@ -9,22 +9,20 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from motionstream_core.synthetic.motion_scoring import (
-    colour_drift,
-    content_drift,
-    locate_sprites,
-    score_track_following,
-    track_following_epe,
-)
-from motionstream_core.synthetic.synthetic_motion import (
+from motionstream_core.synthetic import (
     BACKGROUND_KINDS,
     SPRITE_SHAPES,
     TRAJECTORY_KINDS,
     SyntheticMotionConfig,
     SyntheticMotionDataset,
     collate_clips,
+    colour_drift,
+    content_drift,
     generate_clip,
+    locate_sprites,
     render_frames,
+    score_track_following,
+    track_following_epe,
 )
 from motionstream_core.motion.tracks import TrackSet
 

@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from motionstream_core.motion.track_formats import (
+from motionstream_core.motion.formats import (
     WIDGET_FORMAT,
     load_cotracker_tracks,
     load_wan_move_tracks,

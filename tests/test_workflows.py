@@ -311,7 +311,7 @@ def test_widget_values_match_the_node_definitions(path, definitions, pack):
 
 @workflow_files
 def test_track_editor_documents_parse(path, pack):
-    from motionstream_core.motion.track_formats import tracks_from_widget_json
+    from motionstream_core.motion.formats import tracks_from_widget_json
 
     editors = [node for node in load_workflow(path)["nodes"] if node["type"] == "MotionStreamTrackEditor"]
     for node in editors:
@@ -343,7 +343,7 @@ def test_layout_is_tidy(path):
 
 def test_camera_preset_grid_pans_the_camera(pack):
     """The connected preset moves every point of a regular grid by the same amount: a camera pan."""
-    from motionstream_core.motion.track_formats import tracks_from_widget_json
+    from motionstream_core.motion.formats import tracks_from_widget_json
 
     workflow = load_workflow(WORKFLOW_DIR / "motionstream_camera_preset.json")
     linked = {link[1] for link in workflow["links"]}

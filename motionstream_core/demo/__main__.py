@@ -8,11 +8,12 @@ architecture, 128x128, trained end to end on synthetic sprite clips by
 chunk with the model's `PatchCodec` as it arrives, writes an animated PNG (browsers play it) and
 prints the frames per second.
 
-Options: --tracks (widget JSON, see `track_formats`), --image (.npy uint8 [H, W, 3] or float in
-[0, 1]), --frames, --seed, --no-sinks (the same cache without its sink frames, for comparison),
---no-tracks (the null-motion input), --motion-scale (motion guidance of the student, one more
-forward per step; 0 turns it off; default: the model's), --model (another demo-format checkpoint),
---scale (pixel repeat of the written video).
+Options: --tracks (a tracks file in any format the `motion.formats` registry knows by suffix, e.g.
+widget JSON), --image (.npy uint8 [H, W, 3] or float in [0, 1]), --frames, --seed, --no-sinks (the
+same cache without its sink frames, for comparison), --no-tracks (the null-motion input),
+--motion-scale (motion guidance of the student, one more forward per step; 0 turns it off;
+default: the model's), --model (another demo-format checkpoint), --scale (pixel repeat of the
+written video).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import torch
 import torch.nn.functional as F
 
+from ..motion.formats import accepted_suffixes
 from ..motion.geometry import rescale_tracks
 from .animated_png import write_animated_png
 from .model import DEFAULT_FRAMES, load_demo_image, load_demo_model, load_demo_tracks
@@ -32,7 +34,8 @@ from .model import DEFAULT_FRAMES, load_demo_image, load_demo_model, load_demo_t
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Stream a video with the embedded demo model and write an animated PNG.")
     parser.add_argument("--output", default="out/demo.png", help="animated PNG to write")
-    parser.add_argument("--tracks", help="widget JSON tracks (default: the shipped example)")
+    parser.add_argument("--tracks", help=f"tracks file, read by its suffix: {', '.join(accepted_suffixes())} "
+                                         "(default: the shipped example)")
     parser.add_argument("--image", help=".npy first frame [H, W, 3] (default: the shipped example)")
     parser.add_argument("--model", help="demo-format weights (default: the shipped model)")
     parser.add_argument("--frames", type=int, help=f"video frames to stream (default: the tracks' length, or {DEFAULT_FRAMES})")

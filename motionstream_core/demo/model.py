@@ -18,7 +18,7 @@ import torch
 
 from ..codecs.patch_codec import PatchCodec
 from ..model.weights import read_metadata
-from ..motion.track_formats import tracks_from_widget_json
+from ..motion.formats import load_tracks_file
 from ..motion.track_head import TrackChannelProvider, TrackHeadInputs, track_head_inputs
 from ..motion.tracks import TrackSet
 from ..streaming.session import StreamConditions, StreamingConfig, StreamingSession
@@ -167,5 +167,6 @@ def load_demo_image(path: str | Path | None = None) -> torch.Tensor:
 
 
 def load_demo_tracks(path: str | Path | None = None) -> TrackSet:
+    """The shipped example, or a tracks file in any format its suffix names (widget JSON .json, CoTracker .npz, ...)."""
     path = Path(path) if path is not None else asset_path(TRACKS_FILE)
-    return tracks_from_widget_json(path.read_text())
+    return load_tracks_file(path)

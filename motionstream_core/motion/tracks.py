@@ -52,6 +52,12 @@ MAX_TRACK_POINTS = 2**24  # frames x tracks, bounds memory (128 MiB of float32 c
 MAX_FRAME_SIZE = 16_384
 MAX_FPS = 1_000.0
 MAX_TRACK_ID = 2**24 - 1
+# Live edits (POST /motionstream/live_tracks) arrive while a stream runs, on the server's process,
+# so they are held to less than a stored document: decoding the largest body takes ~10 ms (that
+# step holds the GIL) and reading the largest document a few hundred ms on a worker thread.
+MAX_LIVE_REQUEST_BYTES = 2**20
+MAX_LIVE_TRACKS = 1_000
+MAX_LIVE_KEYFRAMES = 20_000  # over all tracks of one edit
 OUT_OF_FRAME_MARGIN = 1.0
 DEFAULT_FPS = 16.0
 COMFY_TRACKS_META_KEY = "motionstream"

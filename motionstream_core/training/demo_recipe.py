@@ -32,7 +32,7 @@ teacher; then that student, as exported in fp16, regressed on the clips in three
 The export's `--streaming` sets the inference settings stored with the weights (e.g. context noise:
 the commit pass sees the chunk re-noised); without it, the settings the last stage trained with.
 
-1. data: `synthetic_motion` clips at 128x128, encoded once with a `PatchCodec` (4x4 pixels per
+1. data: `synthetic` clips at 128x128, encoded once with a `PatchCodec` (4x4 pixels per
    latent cell, 16 channels, PCA fitted on the first clips); the first-frame condition is the
    encoding of the first frame followed by a gray frame (image-to-video, Track-v0 layout
    16 noisy + 4 mask + 16 first-frame + 16 track = 52 input channels);
@@ -74,7 +74,7 @@ import torch
 from ..model.config import WanConfig
 from ..codecs.patch_codec import PatchCodec
 from ..streaming.session import StreamingConfig
-from ..synthetic.synthetic_motion import SyntheticMotionConfig, clip_seed, generate_clip
+from ..synthetic import SyntheticMotionConfig, clip_seed, generate_clip
 from ..model.wan_dit import WanDiT
 from ..model.weights import read_metadata
 from .checkpoints import load_weights, save_weights
@@ -476,7 +476,7 @@ def export_demo_assets(
     """
     import numpy as np
 
-    from ..motion.track_formats import tracks_to_widget_json
+    from ..motion.formats import tracks_to_widget_json
     from ..model.weights import read_state_dict, write_safetensors_atomically
     from .checkpoints import read_streaming_config, streaming_config_json
 

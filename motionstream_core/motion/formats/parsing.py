@@ -1,0 +1,91 @@
+"""Validation shared by the track importers: JSON text, scalars, and the size limits of a track set.
+
+Every helper raises ``ValueError`` with a message naming the offending value, so an importer's
+errors read the same whatever the format.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ..tracks import MAX_FRAMES, MAX_TRACK_POINTS, MAX_TRACKS
+
+MAX_JSON_CHARS = 64 * 1024 * 1024
+
+
+def load_json(source: str | bytes | bytearray, what: str, allow_single_quotes: bool = False) -> Any:
+    """Parse JSON text; ``allow_single_quotes`` also accepts Python-style quoting, as older KJNodes prints."""
+    if isinstance(source, (bytes, bytearray)):
+        try:
+            source = bytes(source).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{what} is not valid UTF-8 text") from None
+    if not isinstance(source, str):
+        raise ValueError(f"{what} must be a string, got {type(source).__name__}")
+    if len(source) > MAX_JSON_CHARS:
+        raise ValueError(f"{what} is larger than {MAX_JSON_CHARS} characters")
+    if not source.strip():
+        raise ValueError(f"{what} is empty")
+    try:
+        return json.loads(source)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply") from None
+    except json.JSONDecodeError as error:
+        if allow_single_quotes and "'" in source:
+            return load_json(source.replace("'", '"'), what)
+        raise ValueError(f"{what} is not valid JSON: {error}") from None
+
+
+def finite_number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {describe(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} is out of range") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite, got {number}")
+    return number
+
+
+def bounded_integer(value: Any, what: str, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, got {describe(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def strict_boolean(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{what} must be true or false, got {describe(value)}")
+    return value
+
+
+def describe(value: Any) -> str:
+    """A short repr of ``value`` for an error message."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # absurdly deep nesting, ints past Python's digit limit
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_track_count(count: int) -> None:
+    if count == 0:
+        raise ValueError("no tracks")
+    if count > MAX_TRACKS:
+        raise ValueError(f"too many tracks: {count} (the limit is {MAX_TRACKS})")
+
+
+def check_frame_count(num_frames: int, num_tracks: int) -> None:
+    if num_frames > MAX_FRAMES:
+        raise ValueError(f"too many frames: {num_frames} (the limit is {MAX_FRAMES})")
+    if num_frames * num_tracks > MAX_TRACK_POINTS:
+        raise ValueError(
+            f"{num_frames} frames x {num_tracks} tracks exceed the limit of {MAX_TRACK_POINTS} points"
+        )
