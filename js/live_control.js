@@ -7,10 +7,14 @@ import { api } from "../../scripts/api.js";
 const STREAMING_NODE = "MotionStreamStreamingSampler";
 const LIVE_TRACKS_ROUTE = "/motionstream/live_tracks";
 
+// A stream takes edits only from the client that queued it: the server hands that client a token in
+// the stream's frames messages (`live_token`), and every edit carries it and this client's id.
+const RETRY_MS = 250; // after a 429 (the server is busy)
+
 let currentPromptId = null;
-// streaming node id (string) -> prompt id of its run
+// streaming node id (string) -> { promptId, token } of its run; token is null until the first frames arrive
 const liveStreams = new Map();
-// streaming node id -> { inFlight, pending body }
+// streaming node id -> { inFlight, pending tracks JSON }
 const senders = new Map();
 
 function nodeIdOf(detail) {
@@ -51,24 +55,58 @@ function feeds(editorNode, streamingNodeId) {
   return false;
 }
 
-// One request per stream at a time; edits made meanwhile collapse into the latest one.
-async function send(streamingNodeId, body) {
-  let sender = senders.get(streamingNodeId);
-  if (!sender) senders.set(streamingNodeId, (sender = { inFlight: false, pending: null }));
-  sender.pending = body;
-  if (sender.inFlight) return;
+function clientId() {
+  return api.clientId ?? api.initialClientId ?? null;
+}
+
+function bodyFor(nodeId, stream, tracksJson) {
+  const fields = [
+    `"prompt_id":${JSON.stringify(stream.promptId)}`,
+    `"node_id":${JSON.stringify(nodeId)}`,
+    `"token":${JSON.stringify(stream.token)}`,
+    `"client_id":${JSON.stringify(clientId())}`,
+  ];
+  return `{${fields.join(",")},"tracks":${tracksJson}}`;
+}
+
+async function errorOf(response) {
+  try {
+    return (await response.json())?.error ?? "";
+  } catch {
+    return "";
+  }
+}
+
+// One request per stream at a time; edits made meanwhile collapse into the latest one. Edits made
+// before the stream's token has arrived wait for it.
+async function flush(nodeId) {
+  const sender = senders.get(nodeId);
+  if (!sender || sender.inFlight) return;
   sender.inFlight = true;
   try {
-    while (sender.pending) {
-      const next = sender.pending;
+    while (sender.pending !== null) {
+      const stream = liveStreams.get(nodeId);
+      if (!stream) {
+        sender.pending = null; // the stream ended
+        break;
+      }
+      if (!stream.token) break; // sent once the frames bring the token
+      const tracksJson = sender.pending;
       sender.pending = null;
       try {
         const response = await api.fetchApi(LIVE_TRACKS_ROUTE, {
           method: "POST",
           headers: { "Content-Type": "application/json" },
-          body: next,
+          body: bodyFor(nodeId, stream, tracksJson),
         });
-        if (!response.ok) console.warn(`MotionStream: live tracks rejected (${response.status})`);
+        if (response.ok) continue;
+        console.warn(`MotionStream: live tracks rejected (${response.status}): ${await errorOf(response)}`);
+        if (response.status === 404) {
+          liveStreams.delete(nodeId);
+        } else if (response.status === 429 && sender.pending === null) {
+          sender.pending = tracksJson; // send it again shortly, unless a newer edit comes meanwhile
+          await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+        }
       } catch (error) {
         console.warn("MotionStream: could not send live tracks", error);
       }
@@ -85,15 +123,18 @@ export function isLive(editorNode) {
 
 /** Send the editor's widget JSON to every running stream it feeds; does nothing when none runs. */
 export function publishLiveTracks(editorNode, tracksJson) {
-  for (const [nodeId, promptId] of liveStreams) {
+  for (const nodeId of liveStreams.keys()) {
     if (!feeds(editorNode, nodeId)) continue;
-    const body = `{"prompt_id":${JSON.stringify(promptId)},"node_id":${JSON.stringify(nodeId)},"tracks":${tracksJson}}`;
-    void send(nodeId, body);
+    let sender = senders.get(nodeId);
+    if (!sender) senders.set(nodeId, (sender = { inFlight: false, pending: null }));
+    sender.pending = tracksJson;
+    void flush(nodeId);
   }
 }
 
 function endAll() {
   liveStreams.clear();
+  for (const sender of senders.values()) sender.pending = null;
 }
 
 app.registerExtension({
@@ -107,16 +148,24 @@ app.registerExtension({
       // Nodes run one at a time, so a new `executing` ends the previous node's stream.
       endAll();
       const nodeId = nodeIdOf(event.detail);
-      if (nodeId !== null && isStreamingNode(nodeId)) liveStreams.set(nodeId, currentPromptId);
+      if (nodeId !== null && isStreamingNode(nodeId)) liveStreams.set(nodeId, { promptId: currentPromptId, token: null });
     });
     for (const type of ["execution_success", "execution_error", "execution_interrupted"]) {
       api.addEventListener(type, endAll);
     }
     api.addEventListener("motionstream.frames", (event) => {
-      const { node, prompt_id: promptId, done } = event.detail ?? {};
+      const { node, prompt_id: messagePromptId, done, live_token: liveToken } = event.detail ?? {};
       if (node === undefined || node === null) return;
-      if (done) liveStreams.delete(String(node));
-      else liveStreams.set(String(node), promptId ?? currentPromptId);
+      const nodeId = String(node);
+      if (done) {
+        liveStreams.delete(nodeId);
+        return;
+      }
+      const promptId = messagePromptId ?? currentPromptId;
+      const previous = liveStreams.get(nodeId);
+      const token = typeof liveToken === "string" ? liveToken : previous?.promptId === promptId ? previous.token : null;
+      liveStreams.set(nodeId, { promptId, token });
+      if (token) void flush(nodeId);
     });
   },
 });

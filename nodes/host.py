@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -42,20 +45,48 @@ def offload_device() -> torch.device:
     return torch.device("cpu")
 
 
-_interrupt_requested = False
+# Fallback cancels, without ComfyUI (tests, scripts): a counter of cancels requested. A run notes
+# the count when it starts and stops once it grows, so one cancel stops every run going on, and a
+# cancel made while nothing runs stops nothing (the next run starts after it). ComfyUI has its own.
+_interrupt_lock = threading.Lock()
+_cancels_requested = 0
+_cancels_withdrawn = 0
 
 
 def request_interrupt(value: bool = True) -> None:
-    """Fallback interrupt flag, for use without ComfyUI (tests, scripts)."""
-    global _interrupt_requested
-    _interrupt_requested = value
+    """Fallback cancel: stops every run started before now. `False` withdraws the cancels made so far."""
+    global _cancels_requested, _cancels_withdrawn
+    with _interrupt_lock:
+        if value:
+            _cancels_requested += 1
+        else:
+            _cancels_withdrawn = _cancels_requested
 
 
-def throw_if_interrupted() -> None:
+class InterruptCheck:
+    """One run's cancel check; make it when the run starts. Calling it raises once the run is cancelled
+    (ComfyUI's cancel inside ComfyUI) and returns False otherwise, so it fits StreamingSession(interrupt=)."""
+
+    def __init__(self):
+        self.since = _cancels_requested
+
+    def requested(self) -> bool:
+        return _cancels_requested > max(self.since, _cancels_withdrawn)
+
+    def __call__(self) -> bool:
+        throw_if_interrupted(self)
+        return False
+
+
+def interrupt_check() -> InterruptCheck:
+    return InterruptCheck()
+
+
+def throw_if_interrupted(check: InterruptCheck) -> None:
+    """Raises if the run that made `check` was cancelled (ComfyUI's cancel inside ComfyUI)."""
     if _model_management is not None:
         _model_management.throw_exception_if_processing_interrupted()
-    elif _interrupt_requested:
-        request_interrupt(False)
+    elif check.requested():
         raise Interrupted("interrupted")
 
 
@@ -149,6 +180,18 @@ def current_prompt_id() -> str | None:
     return getattr(server, "last_prompt_id", None) if server is not None else None
 
 
+def has_server() -> bool:
+    return _server() is not None
+
+
+def current_client_id() -> str | None:
+    """ComfyUI's id of the browser client that queued the running prompt (None: none given, or no server).
+    Messages of the run go to that client only; without one they go to every client."""
+    server = _server()
+    client_id = getattr(server, "client_id", None) if server is not None else None
+    return None if client_id is None else str(client_id)
+
+
 # Without a server, messages are kept here (the latest few) so scripts and tests can see them.
 sent_messages: list[tuple[str, dict]] = []
 
@@ -177,31 +220,121 @@ def jpeg_base64(frames: torch.Tensor, quality: int = 85) -> list[str]:
     return encoded
 
 
-def add_json_route(method: str, path: str, handler) -> bool:
-    """Registers `handler(body) -> (status, reply)` as a JSON route on ComfyUI's server, if there is one."""
+# Per route: requests being read or handled at once (more are answered 429), and the time a client
+# gets to send its body (408 beyond).
+ROUTE_MAX_IN_FLIGHT = 8
+ROUTE_READ_TIMEOUT_S = 10.0
+_route_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_route_executor_lock = threading.Lock()
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    """Worker threads of the JSON routes, apart from the server's default executor."""
+    global _route_executor
+    with _route_executor_lock:
+        if _route_executor is None:
+            _route_executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="motionstream-route")
+        return _route_executor
+
+
+async def _read_at_most(stream, limit: int) -> bytes | None:
+    """The whole body, or None once it passes `limit` bytes (the rest is not read)."""
+    chunks, size = [], 0
+    while chunk := await stream.read(65536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_route(handler, max_bytes: int):
+    """An aiohttp request handler around `handler(body: bytes) -> (status, JSON reply)`.
+
+    The body is read with a limit (413 beyond `max_bytes`; the rest is discarded, never buffered) and `handler` runs
+    on a worker thread, so neither a large body nor slow parsing holds the server's event loop."""
+    from aiohttp import web
+
+    in_flight = 0
+
+    def answer(status: int, reply: dict, close: bool = False):
+        response = web.json_response(reply, status=status)
+        if close:
+            response.force_close()
+        return response
+
+    too_large = {"error": f"the body is larger than the limit of {max_bytes} bytes"}
+
+    async def route(request):
+        nonlocal in_flight
+        if request.content_length is not None and request.content_length > max_bytes:
+            return answer(413, too_large)  # the server discards the unread body, within its lingering time
+        if in_flight >= ROUTE_MAX_IN_FLIGHT:
+            return answer(429, {"error": "too many requests at once, try again"})
+        in_flight += 1
+        try:
+            try:
+                body = await asyncio.wait_for(_read_at_most(request.content, max_bytes), ROUTE_READ_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                return answer(408, {"error": f"the body did not arrive within {ROUTE_READ_TIMEOUT_S:g} s"}, close=True)
+            if body is None:
+                return answer(413, too_large)
+            try:
+                status, reply = await asyncio.get_running_loop().run_in_executor(_executor(), handler, body)
+            except Exception as error:  # a bug, not a bad request: still answer with a message
+                return answer(500, {"error": f"internal error: {type(error).__name__}: {error}"})
+            return answer(status, reply)
+        finally:
+            in_flight -= 1
+
+    return route
+
+
+def add_json_route(method: str, path: str, handler, max_bytes: int) -> bool:
+    """Registers `handler(body: bytes) -> (status, reply)` (see `json_route`) on ComfyUI's server, if there is one."""
     server = _server()
     if server is None:
         return False
-    from aiohttp import web
-
-    async def route(request):
-        try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"error": "the body is not JSON"}, status=400)
-        status, reply = handler(body)
-        return web.json_response(reply, status=status)
-
-    server.routes.route(method, path)(route)
+    server.routes.route(method, path)(json_route(handler, max_bytes))
     return True
 
 
 MESSAGE_FRAMES = "motionstream.frames"
 
+# Extra fields of a running stream's frames messages (the live-control token), by (prompt id, node id):
+# [(thread id, fields)], the latest last. A message takes the fields its own thread added, else the latest.
+_frames_fields: dict[tuple[str, str], list[tuple[int, dict]]] = {}
+_frames_fields_lock = threading.Lock()
+
+
+def add_frames_fields(prompt_id, node_id, fields: dict) -> None:
+    """Adds `fields` to the frames messages of the stream (prompt_id, node_id) until `remove_frames_fields`."""
+    with _frames_fields_lock:
+        _frames_fields.setdefault((str(prompt_id), str(node_id)), []).append((threading.get_ident(), fields))
+
+
+def remove_frames_fields(prompt_id, node_id, fields: dict) -> None:
+    key = (str(prompt_id), str(node_id))
+    with _frames_fields_lock:
+        entries = [entry for entry in _frames_fields.get(key, []) if entry[1] is not fields]
+        if entries:
+            _frames_fields[key] = entries
+        else:
+            _frames_fields.pop(key, None)
+
+
+def _fields_of(prompt_id, node_id) -> dict:
+    with _frames_fields_lock:
+        entries = _frames_fields.get((str(prompt_id), str(node_id)), [])
+        own = [fields for thread, fields in entries if thread == threading.get_ident()]
+        return dict(own[-1] if own else entries[-1][1] if entries else {})
+
 
 def send_frames(node_id, frames: torch.Tensor, fps: float, chunk_index: int, done: bool) -> None:
     """Streams decoded frames [T, H, W, 3] to the node's live preview player."""
-    data = {"node": str(node_id), "prompt_id": current_prompt_id(), "fps": fps, "chunk_index": chunk_index, "done": done}
+    prompt_id = current_prompt_id()
+    data = _fields_of(prompt_id, node_id)
+    data.update({"node": str(node_id), "prompt_id": prompt_id, "fps": fps, "chunk_index": chunk_index, "done": done})
     if _server() is not None:
         data["frames"] = jpeg_base64(frames)
     else:

@@ -4,18 +4,38 @@ The streaming node registers a `LiveTracks` for (prompt id, node id) while it ru
 POSTs the editor's widget JSON to /motionstream/live_tracks, which is validated and swapped in.
 The session reads the current tracks when a chunk starts, so an edit never changes a chunk that
 is already being generated.
+
+Only the client that queued the prompt steers its stream: each stream gets a random token when it
+starts, which goes in its frames messages (`live_token`), sent to that client alone, and every edit
+must carry it, and ComfyUI's client id where the prompt had one (both compared in constant time).
+A prompt queued without a client id has its messages broadcast, so its stream hands out no token
+and takes no edits. Requests are bounded (MAX_LIVE_REQUEST_BYTES, MAX_LIVE_TRACKS,
+MAX_LIVE_KEYFRAMES) and handled on a worker thread; every bad one gets a 4xx with a message.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
+import secrets
 import threading
 from typing import Callable
 
-from motionstream_core import track_head_inputs, TrackHeadInputs, tracks_from_widget_json, TrackSet
+from motionstream_core import (
+    MAX_LIVE_KEYFRAMES,
+    MAX_LIVE_REQUEST_BYTES,
+    MAX_LIVE_TRACKS,
+    track_head_inputs,
+    TrackHeadInputs,
+    tracks_from_widget_json,
+    TrackSet,
+)
 
 from . import host
 
 ROUTE = "/motionstream/live_tracks"
+TOKEN_FIELD = "live_token"  # in the frames messages; the request field is "token"
+MAX_ID_LENGTH = 256  # prompt, node and client ids, tokens
 
 
 class LiveTracks:
@@ -41,8 +61,23 @@ class LiveTracks:
             self.version += 1
 
 
-_running: dict[tuple[str, str], LiveTracks] = {}
+class _Stream:
+    """One registration: the stream's tracks, its token (None: takes no edits) and its client's id."""
+
+    def __init__(self, live: LiveTracks, token: str | None, client_id: str | None):
+        self.live = live
+        self.token = token
+        self.client_id = client_id
+        self.update_lock = threading.Lock()  # edits of one stream apply in the order they are parsed
+
+
+# (prompt id, node id) -> the streams running under it, usually one.
+_running: dict[tuple[str, str], list[_Stream]] = {}
 _registry_lock = threading.Lock()
+
+
+def _same(secret: str, given: str) -> bool:
+    return hmac.compare_digest(secret.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass"))
 
 
 class running_stream:
@@ -51,31 +86,127 @@ class running_stream:
     def __init__(self, prompt_id: str | None, node_id: str | None, live: LiveTracks):
         self.key = (str(prompt_id), str(node_id))
         self.live = live
+        self.stream: _Stream | None = None
+        self._fields: dict = {}
+
+    @property
+    def token(self) -> str | None:
+        return self.stream.token if self.stream is not None else None
 
     def __enter__(self) -> LiveTracks:
+        client_id = host.current_client_id()
+        # With a server but no client id the frames messages go to every client, so no token is handed out.
+        token = secrets.token_urlsafe(32) if client_id is not None or not host.has_server() else None
+        self.stream = _Stream(self.live, token, client_id)
+        self._fields = {TOKEN_FIELD: token} if token is not None else {}
         with _registry_lock:
-            _running[self.key] = self.live
+            _running.setdefault(self.key, []).append(self.stream)
+        host.add_frames_fields(*self.key, self._fields)
         return self.live
 
     def __exit__(self, *exc) -> None:
+        host.remove_frames_fields(*self.key, self._fields)
         with _registry_lock:
-            _running.pop(self.key, None)
+            # Only this registration: another stream under the same ids keeps its own.
+            streams = [stream for stream in _running.get(self.key, []) if stream is not self.stream]
+            if streams:
+                _running[self.key] = streams
+            else:
+                _running.pop(self.key, None)
+
+
+def _id(body: dict, name: str) -> str:
+    value = body.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+        raise ValueError(f"{name} must be a string")
+    text = str(value)  # a ValueError past Python's digit limit for integers
+    if len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    return text
+
+
+def _optional_string(body: dict, name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _size_problem(document: dict) -> str | None:
+    """Why the edit is too large for live control (counted before anything is parsed), or None."""
+    tracks = document.get("tracks")
+    if not isinstance(tracks, list):
+        return None  # the parser names that problem
+    if len(tracks) > MAX_LIVE_TRACKS:
+        return f"too many tracks for a live edit: {len(tracks)} (the limit is {MAX_LIVE_TRACKS})"
+    keyframes = sum(len(track["keyframes"]) for track in tracks
+                    if isinstance(track, dict) and isinstance(track.get("keyframes"), list))
+    if keyframes > MAX_LIVE_KEYFRAMES:
+        return f"too many keyframes for a live edit: {keyframes} (the limit is {MAX_LIVE_KEYFRAMES})"
+    return None
 
 
 def apply_live_tracks(body) -> tuple[int, dict]:
-    """Handles one request body; returns (HTTP status, JSON reply). Shared by the route and tests."""
+    """Handles one parsed request body; returns (HTTP status, JSON reply). Shared by the route and tests.
+
+    The body: {"prompt_id", "node_id", "token" (the stream's live_token), "client_id" (ComfyUI's, where
+    the prompt had one), "tracks" (a motionstream-tracks document)}."""
     if not isinstance(body, dict):
-        return 400, {"error": "the body must be a JSON object with prompt_id, node_id and tracks"}
-    key = (str(body.get("prompt_id")), str(body.get("node_id")))
-    with _registry_lock:
-        live = _running.get(key)
-    if live is None:
-        return 404, {"error": f"no MotionStream stream is running for prompt {key[0]}, node {key[1]}"}
+        return 400, {"error": "the body must be a JSON object with prompt_id, node_id, token and tracks"}
     try:
-        live.replace(tracks_from_widget_json(body.get("tracks")))
+        key = (_id(body, "prompt_id"), _id(body, "node_id"))
+        token = _optional_string(body, "token")
+        client_id = _optional_string(body, "client_id")
     except ValueError as error:
         return 400, {"error": str(error)}
-    return 200, {"ok": True, "version": live.version}
+    with _registry_lock:
+        streams = list(_running.get(key, ()))
+    if not streams:
+        return 404, {"error": f"no MotionStream stream is running for prompt {key[0]}, node {key[1]}"}
+    if all(stream.token is None for stream in streams):
+        return 403, {"error": "this stream was queued without a client id, so it takes no live edits"}
+    owned = None
+    for stream in streams:  # every candidate is compared, so the time does not tell which failed
+        matches = stream.token is not None and _same(stream.token, token or "")
+        if stream.client_id is not None:
+            matches &= _same(stream.client_id, client_id or "")
+        if matches:
+            owned = stream
+    if owned is None:
+        return 403, {"error": "only the client that queued this prompt can steer its stream "
+                              "(the token or client id is missing or wrong)"}
+    document = body.get("tracks")
+    if not isinstance(document, dict):
+        return 400, {"error": "tracks must be a motionstream-tracks object"}
+    problem = _size_problem(document)
+    if problem is not None:
+        return 413, {"error": problem}
+    try:
+        with owned.update_lock:
+            owned.live.replace(tracks_from_widget_json(document))
+            version = owned.live.version
+    except RecursionError:
+        return 400, {"error": "the tracks nest too deeply"}
+    except (ValueError, TypeError, OverflowError) as error:
+        return 400, {"error": f"the tracks cannot be used: {error}"}
+    return 200, {"ok": True, "version": version}
 
 
-host.add_json_route("POST", ROUTE, apply_live_tracks)
+def handle_live_tracks_request(raw: bytes | str) -> tuple[int, dict]:
+    """The route's whole work on a raw body: bounded, decoded, checked, applied. Runs on a worker thread."""
+    if len(raw) > MAX_LIVE_REQUEST_BYTES:
+        return 413, {"error": f"the body is larger than the limit of {MAX_LIVE_REQUEST_BYTES} bytes"}
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        return 400, {"error": "the body is not usable JSON: it nests too deeply"}
+    except ValueError as error:  # also bad UTF-8 and integers past Python's digit limit
+        return 400, {"error": f"the body is not JSON: {error}"}
+    return apply_live_tracks(body)
+
+
+host.add_json_route("POST", ROUTE, handle_live_tracks_request, MAX_LIVE_REQUEST_BYTES)

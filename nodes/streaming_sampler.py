@@ -108,7 +108,7 @@ class MotionStreamStreamingSampler:
         session = decoder = None
         try:
             session = StreamingSession(dit, streaming, latent_height=latent_height, latent_width=latent_width,
-                                       seed=seed, interrupt=lambda: host.throw_if_interrupted() or False)
+                                       seed=seed, interrupt=host.interrupt_check())
             session.start(conditions)
             decoder = tiny_vae.stream_decoder() if tiny_vae is not None else None
             with running_stream(host.current_prompt_id(), unique_id, live):

@@ -92,9 +92,10 @@ class MotionStreamTeacherSampler:
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn(1, config.out_channels, latent_frames, latent_height, latent_width, generator=generator)
         progress = host.Progress(steps)
+        interrupted = host.interrupt_check()
 
         def on_step(step, total, _x0):
-            host.throw_if_interrupted()
+            interrupted()
             progress.update(step)
 
         sampler = TeacherSampler(dit, steps=steps, shift=shift, solver=solver,

@@ -80,8 +80,10 @@ def test_live_edit_changes_only_later_chunks(pack, model, tiny_vae, monkeypatch)
 
     def send_and_edit(node_id, frames, fps, chunk_index, done):
         original_send(node_id, frames, fps, chunk_index, done)
-        if chunk_index == 1:  # the user drags while chunk 1 is shown
-            replies.append(live_control.apply_live_tracks({"prompt_id": None, "node_id": "12", "tracks": _widget(0.3)}))
+        if chunk_index == 1:  # the user drags while chunk 1 is shown, with the token of the frames messages
+            token = next(data["live_token"] for event, data in reversed(host.sent_messages) if event == "motionstream.frames")
+            replies.append(live_control.apply_live_tracks(
+                {"prompt_id": None, "node_id": "12", "token": token, "tracks": _widget(0.3)}))
 
     baseline, base_latent = _run(pack, model, tiny_vae, _widget(0.8))
     monkeypatch.setattr(host, "send_frames", send_and_edit)
@@ -98,7 +100,7 @@ def test_interrupt_between_chunks_stops_cleanly_and_the_next_run_works(pack, mod
     host = pack.nodes.host
     calls = {"n": 0}
 
-    def interrupt_on_tenth_check():
+    def interrupt_on_tenth_check(*_):
         calls["n"] += 1
         if calls["n"] == 10:
             raise host.Interrupted("user pressed cancel")

@@ -334,19 +334,34 @@ describe("ComfyUI extensions against stub app/api modules", () => {
     await page.waitForFunction(() => window.__nodes.editorNode.motionstreamEditor.state.tracks.length === 2);
     assert.equal(await page.evaluate(() => window.__nodes.editorNode.motionstreamEditor.state.canUndo), false);
 
-    // While the streaming node runs, edits are POSTed for it.
+    // While the streaming node runs, edits are POSTed for it, with the token its frames bring.
     await page.evaluate(async () => {
       const { api } = await import("/scripts/api.js");
+      api.clientId = "client-a";
       api.dispatchEvent(new CustomEvent("execution_start", { detail: { prompt_id: "prompt-1" } }));
       api.dispatchEvent(new CustomEvent("executing", { detail: "9" }));
     });
     await drag(page, canvas, [0.5, 0.2], [0.6, 0.8]);
-    const requests = await page.evaluate(async () => (await import("/scripts/api.js")).api.requests);
-    const live = requests.filter((request) => request.route === "/motionstream/live_tracks");
-    assert.ok(live.length >= 1, "at least the finished drag was sent");
+    const liveRequests = async () =>
+      (await page.evaluate(async () => (await import("/scripts/api.js")).api.requests)).filter(
+        (request) => request.route === "/motionstream/live_tracks",
+      );
+    assert.equal((await liveRequests()).length, 0, "edits wait for the stream's token");
+    await page.evaluate(async () => {
+      const { api } = await import("/scripts/api.js");
+      const detail = { node: "9", prompt_id: "prompt-1", fps: 16, chunk_index: 0, done: false, frames: [], live_token: "token-1" };
+      api.dispatchEvent(new CustomEvent("motionstream.frames", { detail }));
+    });
+    await page.waitForFunction(async () =>
+      (await import("/scripts/api.js")).api.requests.some((request) => request.route === "/motionstream/live_tracks"),
+    );
+    const live = await liveRequests();
+    assert.equal(live.length, 1, "the waiting edit is sent once the token is there");
     const body = JSON.parse(live.at(-1).body);
     assert.equal(body.prompt_id, "prompt-1");
     assert.equal(body.node_id, "9");
+    assert.equal(body.token, "token-1");
+    assert.equal(body.client_id, "client-a");
     assert.equal(body.tracks.tracks.length, 3);
     await page.evaluate(async () => {
       const { api } = await import("/scripts/api.js");
