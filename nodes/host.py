@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -21,6 +23,11 @@ try:
     from server import PromptServer as _PromptServer
 except ImportError:
     _PromptServer = None
+
+try:
+    from comfy_api.input_impl import VideoFromFile as _VideoFromFile  # ComfyUI's core VIDEO type, from a file
+except ImportError:
+    _VideoFromFile = None
 
 MODEL_EXTENSIONS = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
@@ -220,6 +227,26 @@ def jpeg_base64(frames: torch.Tensor, quality: int = 85) -> list[str]:
     return encoded
 
 
+def preview_images(images: torch.Tensor, prefix: str = "motionstream") -> list[dict]:
+    """Saves IMAGE frames [B, H, W, 3] as PNGs in ComfyUI's temp folder and returns the entries of a node's
+    `{"ui": {"images": ...}}`, so the node shows them (and nodes reading its picture, like the track editor,
+    see it); [] without ComfyUI."""
+    if _folder_paths is None:
+        return []
+    import secrets
+
+    from PIL import Image
+
+    folder = Path(_folder_paths.get_temp_directory())
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for frame in (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy():
+        name = f"{prefix}_{secrets.token_hex(8)}.png"
+        Image.fromarray(frame).save(folder / name)
+        entries.append({"filename": name, "subfolder": "", "type": "temp"})
+    return entries
+
+
 # Per route: requests being read or handled at once (more are answered 429), and the time a client
 # gets to send its body (408 beyond).
 ROUTE_MAX_IN_FLIGHT = 8
@@ -340,3 +367,83 @@ def send_frames(node_id, frames: torch.Tensor, fps: float, chunk_index: int, don
     else:
         data["frame_count"] = int(frames.shape[0])
     send_message(MESSAGE_FRAMES, data)
+
+
+_logger = logging.getLogger("MotionStream")
+
+
+def warn(message: str) -> None:
+    """A warning for the user: ComfyUI's console (its log handler) inside ComfyUI, Python's logging outside."""
+    _logger.warning(message)
+
+
+def output_directory() -> str:
+    """ComfyUI's output folder; without ComfyUI, $MOTIONSTREAM_OUTPUT_DIR or ./output."""
+    if _folder_paths is not None:
+        return _folder_paths.get_output_directory()
+    return str(Path(os.environ.get("MOTIONSTREAM_OUTPUT_DIR", Path.cwd() / "output")))
+
+
+class OutputFile:
+    """A new file in the output folder: its full path, and its name and subfolder as ComfyUI's UI refers to it."""
+
+    def __init__(self, path: str, filename: str, subfolder: str):
+        self.path, self.filename, self.subfolder = path, filename, subfolder
+
+    def ui_entry(self) -> dict:
+        """The entry of a node's UI result that shows the file (ComfyUI's SavedResult)."""
+        return {"filename": self.filename, "subfolder": self.subfolder, "type": "output"}
+
+    def __repr__(self) -> str:
+        return f"OutputFile({self.path!r})"
+
+
+def _fallback_save_path(prefix: str, output_dir: str) -> tuple[str, str, int, str]:
+    """ComfyUI's convention without ComfyUI: `<subfolder>/<name>_<counter:05>_.<ext>`, the counter one past the
+    highest of the files named `<name>_<digits>_...` already there; the subfolder must stay inside `output_dir`."""
+    subfolder = os.path.dirname(os.path.normpath(prefix))
+    name = os.path.basename(os.path.normpath(prefix))
+    folder = os.path.abspath(os.path.join(output_dir, subfolder))
+    if os.path.commonpath((os.path.abspath(output_dir), folder)) != os.path.abspath(output_dir):
+        raise ValueError(f"saving outside the output folder is not allowed: {folder}")
+    os.makedirs(folder, exist_ok=True)
+    pattern = re.compile(re.escape(name) + r"_(\d+)_")
+    counters = [int(match.group(1)) for match in map(pattern.match, os.listdir(folder)) if match]
+    return folder, name, max(counters, default=0) + 1, subfolder
+
+
+def new_output_file(prefix: str, extension: str, width: int = 0, height: int = 0) -> OutputFile:
+    """A fresh `<prefix>_<counter:05>_.<extension>` in the output folder, by ComfyUI's filename-counter convention
+    (its %width%/%date% variables and subfolders in `prefix` included inside ComfyUI). Files that only start with
+    that name (a `.partial` being written) count too, so two writers never get the same name."""
+    if _folder_paths is not None:
+        folder, name, counter, subfolder, _ = _folder_paths.get_save_image_path(prefix, output_directory(), width, height)
+    else:
+        folder, name, counter, subfolder = _fallback_save_path(prefix, output_directory())
+    filename = f"{name}_{counter:05}_.{extension}"
+    return OutputFile(os.path.join(folder, filename), filename, subfolder)
+
+
+class VideoFile:
+    """The VIDEO value outside ComfyUI: a video file on disk (ComfyUI's VideoFromFile stands in for it inside)."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+
+    def get_stream_source(self) -> str:
+        return self.path
+
+    def get_dimensions(self) -> tuple[int, int]:
+        import av
+
+        with av.open(self.path) as container:
+            stream = container.streams.video[0]
+            return stream.width, stream.height
+
+    def __repr__(self) -> str:
+        return f"VideoFile({self.path!r})"
+
+
+def video_from_file(path: str):
+    """ComfyUI's core VIDEO value for a video file (VideoFromFile), or a plain `VideoFile` without ComfyUI."""
+    return _VideoFromFile(str(path)) if _VideoFromFile is not None else VideoFile(path)

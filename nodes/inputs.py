@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Mapping
+
 import torch
 import torch.nn.functional as F
 
@@ -11,6 +14,20 @@ VAE_SPATIAL = 8
 VAE_TEMPORAL = 4
 # Gray frames after the start image: Wan image-to-video encodes the image followed by mid-gray.
 GRAY = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Need:
+    """A sampler input a model cannot run without (any one of `inputs`), and what it is for."""
+
+    inputs: tuple[str, ...]
+    why: str
+
+    def met(self, given: Mapping[str, object]) -> bool:
+        return any(given.get(name) is not None for name in self.inputs)
+
+    def __str__(self) -> str:
+        return f"{' or '.join(self.inputs)} ({self.why})"
 
 
 def latent_geometry(width: int, height: int, num_frames: int) -> tuple[int, int, int]:

@@ -17,6 +17,7 @@ from motionstream_core import (
 
 from . import host
 from .inputs import clip_image_tokens, encode_first_frame, latent_geometry, text_embedding, tracks_for_generation
+from .latent_codecs import WanLatents
 
 
 class MotionStreamTeacherSampler:
@@ -56,6 +57,9 @@ class MotionStreamTeacherSampler:
     def sample(self, model, positive, negative, width, height, num_frames, seed, steps, shift, solver,
                text_scale, motion_scale, fps, vae=None, start_image=None, clip_vision_output=None, tracks=None):
         dit, config = model.dit, model.dit.config
+        if not isinstance(model.codec, WanLatents):
+            raise ValueError(f"the teacher sampler runs Wan 2.1 models; {model.name} has its own latent codec "
+                             "and streams: use the MotionStream Streaming Sampler")
         latent_frames, latent_height, latent_width = latent_geometry(width, height, num_frames)
         if config.is_image_to_video and (start_image is None or clip_vision_output is None or vae is None):
             raise ValueError("this image-to-video checkpoint needs start_image, its clip_vision_output and the VAE")

@@ -402,34 +402,13 @@ def test_teacher_graph_runs(comfy, lotus):
 # ---------------------------------------------------------------------------------------------
 
 
-def ui_to_api(workflow: dict, definitions: dict) -> dict:
-    """What the front end sends for a UI workflow: widget values by name, links as [node id, slot]."""
-    from test_workflows import VIRTUAL_NODES, widget_slots
-
-    links = {link[0]: link for link in workflow["links"]}
-    prompt = {}
-    for node in workflow["nodes"]:
-        if node["type"] in VIRTUAL_NODES:
-            continue
-        inputs = {}
-        for (spec, kind), value in zip(widget_slots(definitions[node["type"]]["inputs"]), node["widgets_values"]):
-            if kind == "value":
-                inputs[spec["name"]] = value
-        for entry in node["inputs"]:
-            if entry.get("link") is not None:
-                _, source, slot, _, _, _ = links[entry["link"]]
-                inputs[entry["name"]] = [str(source), slot]
-        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
-    return prompt
-
-
 def test_example_workflows_pass_comfyui_validation(comfy, pack):
     import test_workflows as tw
 
     definitions = {**tw.load_spec()["nodes"], **tw.pack_definitions(pack)}
     dynamic = {(name, spec["name"]) for name, d in definitions.items() for spec in d["inputs"] if spec.get("dynamic")}
     for path in tw.WORKFLOWS:
-        prompt = ui_to_api(tw.load_workflow(path), definitions)
+        prompt = tw.api_prompt(tw.load_workflow(path), definitions)
         status, reply = comfy.queue_prompt(prompt, uuid.uuid4().hex)
         if status == 200:  # everything was there, so it was queued: take it back
             comfy.request("POST", "/queue", {"delete": [reply["prompt_id"]]})
@@ -442,3 +421,28 @@ def test_example_workflows_pass_comfyui_validation(comfy, pack):
                 name = error.get("extra_info", {}).get("input_name")
                 ok = error["type"] == "value_not_in_list" and (entry["class_type"], name) in dynamic
                 assert ok, f"{path.name}: node {node_id} ({entry['class_type']}): {error['message']}: {error['details']}"
+
+
+def test_the_embedded_example_workflow_runs_with_nothing_downloaded(comfy, pack):
+    """The first example workflow as the front end queues it (with fewer frames): no model, input or
+    download; the demo image is previewed, the sampler streams a frames message per chunk and the
+    core save nodes write their files."""
+    import test_workflows as tw
+
+    definitions = {**tw.load_spec()["nodes"], **tw.pack_definitions(pack)}
+    prompt = tw.api_prompt(tw.load_workflow(tw.WORKFLOW_DIR / "motionstream_anywhere_embedded_demo.json"), definitions)
+    ids = {node["class_type"]: node_id for node_id, node in prompt.items()}
+    prompt[ids["MotionStreamStreamingSampler"]]["inputs"]["num_frames"] = 7  # blocks of 1, 3 and 3 latent frames
+    prompt_id, messages = run_prompt(comfy, prompt)
+    errors = messages_of(messages, "execution_error", prompt_id)
+    assert not errors, json.dumps(errors, indent=1)[:6000] + "\n" + comfy.log()[-4000:]
+    assert messages_of(messages, "execution_success", prompt_id), [m["type"] for m in messages]
+
+    frames = messages_of(messages, "motionstream.frames", prompt_id)
+    assert [(f["chunk_index"], len(f["frames"]), f["done"]) for f in frames] == [(0, 1, False), (1, 3, False), (2, 3, True)]
+    outputs = comfy.history(prompt_id)["outputs"]
+    preview = outputs[ids["MotionStreamDemoImage"]]["images"][0]
+    assert preview["type"] == "temp" and preview["filename"].endswith(".png")
+    assert list((comfy.base / "output" / "video").glob("MotionStream_demo*.mp4"))
+    assert list((comfy.base / "output" / "MotionStream").glob("demo_tracks_overlay*.webp"))
+

@@ -33,6 +33,7 @@ WORKFLOW_DIR = REPO_ROOT / "example_workflows"
 SPEC_PATH = Path(__file__).with_name("core_node_specs.json")
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 EXPECTED_WORKFLOWS = {
+    "motionstream_anywhere_embedded_demo.json",
     "motionstream_drag_to_animate.json",
     "motionstream_motion_transfer.json",
     "motionstream_camera_preset.json",
@@ -152,6 +153,22 @@ def node_label(node: dict) -> str:
     return f"node {node['id']} ({node['type']})"
 
 
+def api_prompt(workflow: dict, definitions: dict) -> dict:
+    """The workflow as the API prompt the front end queues: {node id: {"class_type", "inputs"}}, with widget
+    values by name and links as [source node id, output slot]."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in real_nodes(workflow):
+        slots = widget_slots(definitions[node["type"]]["inputs"])
+        inputs = {spec["name"]: value for (spec, kind), value in zip(slots, node["widgets_values"]) if kind == "value"}
+        for entry in node["inputs"]:
+            if entry.get("link") is not None:
+                _, source, slot, *_ = links[entry["link"]]
+                inputs[entry["name"]] = [str(source), slot]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
 workflow_files = pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
 
 
@@ -162,6 +179,10 @@ workflow_files = pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in
 
 def test_the_example_workflows_are_all_there():
     assert EXPECTED_WORKFLOWS <= {p.name for p in WORKFLOWS}
+
+
+def test_the_workflow_that_needs_no_download_is_listed_first():
+    assert WORKFLOWS[0].name == "motionstream_anywhere_embedded_demo.json"
 
 
 @workflow_files
@@ -255,7 +276,7 @@ def test_links_match_the_node_definitions(path, definitions):
             assert set(output.get("links") or []) <= link_ids, f"{node_label(node)}: dangling output link"
 
 
-def check_widget_value(node_type: str, spec: dict, kind: str, value, downloads) -> None:
+def check_widget_value(node_type: str, spec: dict, kind: str, value, pack_nodes) -> None:
     where = f"{node_type}.{spec['name']}" + ("" if kind == "value" else f" ({kind})")
     if kind == "control":
         assert value in CONTROL_VALUES, f"{where}: {value!r}"
@@ -276,6 +297,9 @@ def check_widget_value(node_type: str, spec: dict, kind: str, value, downloads) 
         assert isinstance(value, str), f"{where}: {value!r} is not a string"
         if spec.get("dynamic"):
             folder = DYNAMIC_PACK_COMBOS.get((node_type, spec["name"]))
+            downloads = pack_nodes.downloads
+            if value.startswith("embedded: "):
+                assert value in pack_nodes.model_loaders.EMBEDDED_MODELS, f"{where}: unknown embedded model {value!r}"
             if folder and value.startswith(downloads.DOWNLOAD_PREFIX):
                 labels = {k.label for k in downloads.KNOWN_WEIGHTS if k.folder == folder}
                 assert value[len(downloads.DOWNLOAD_PREFIX):] in labels, f"{where}: unknown download {value!r}"
@@ -293,7 +317,6 @@ def check_widget_value(node_type: str, spec: dict, kind: str, value, downloads) 
 
 @workflow_files
 def test_widget_values_match_the_node_definitions(path, definitions, pack):
-    downloads = pack.nodes.downloads
     for node in real_nodes(load_workflow(path)):
         slots = widget_slots(definitions[node["type"]]["inputs"])
         values = node["widgets_values"]
@@ -305,7 +328,7 @@ def test_widget_values_match_the_node_definitions(path, definitions, pack):
             f"{[s['name'] + ('' if k == 'value' else ' ' + k) for s, k in slots]}"
         )
         for (spec, kind), value in zip(slots, values):
-            check_widget_value(node["type"], spec, kind, value, downloads)
+            check_widget_value(node["type"], spec, kind, value, pack.nodes)
         assert all(value in ("", None) for value in values[len(slots):]), f"{node_label(node)}: odd trailing values"
 
 
