@@ -1,6 +1,8 @@
 """Tiny VAE (TAEHV, Wan 2.1 layout) against the golden fixtures, plus streaming, loading and dtype checks."""
 
 import gc
+import re
+import signal
 import tracemalloc
 
 import pytest
@@ -300,3 +302,74 @@ def test_device_argument(weights_path):
     vae = TinyVAE.from_file(weights_path, device="cpu")
     assert vae.device == torch.device("cpu")
     assert not any(p.requires_grad for p in vae.parameters())
+
+
+# -- hostile files ----------------------------------------------------------------------
+
+
+def peak_rss_since_reset():
+    """Peak resident memory (bytes) since the last call; None where the kernel cannot reset the peak."""
+    try:
+        with open("/proc/self/status") as status:
+            peak = int(re.search(r"VmHWM:\s+(\d+) kB", status.read()).group(1)) * 1024
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        return peak
+    except (OSError, AttributeError):
+        return None
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_a_small_file_describing_a_huge_model_is_refused_before_allocating(tmp_path, suffix):
+    # decoder.1.weight's input channels give the latent channels; 400,000 of them once made the loader
+    # build a 4.6 GB model from an 0.8 MB file before it checked a single shape.
+    state_dict = {"decoder.1.weight": torch.zeros(1, 400_000, 1, 1, dtype=torch.float16)}
+    path = tmp_path / f"huge{suffix}"
+    save_file(state_dict, path) if suffix == ".safetensors" else torch.save(state_dict, path)
+    gc.collect()
+    if peak_rss_since_reset() is None:
+        pytest.skip("the peak RSS cannot be reset on this kernel")
+    start = resident_bytes()
+    with pytest.raises(ValueError, match=rf"huge{suffix}: .*wrongly shaped keys: decoder\.1\.weight"):
+        TinyVAE.from_file(path)
+    growth = peak_rss_since_reset() - start
+    assert growth < 64 * 2**20, f"loading a refused 0.8 MB file used {growth / 2**20:.0f} MiB"
+
+
+def test_safetensors_are_checked_from_the_header_before_the_data_is_read(tmp_path, monkeypatch):
+    from motionstream_core.codecs import taehv
+
+    state_dict = {k: (v.to(torch.int16) if k == "decoder.14.weight" else v.half()).contiguous() for k, v in TinyVAE().state_dict().items()}
+    path = tmp_path / "ints.safetensors"
+    save_file(state_dict, path)
+    monkeypatch.setattr(taehv, "read_state_dict", lambda _: pytest.fail("tensor data was read before the checks"))
+    with pytest.raises(ValueError, match=r"ints\.safetensors: .*decoder\.14\.weight \(dtype int16\)"):
+        TinyVAE.from_file(path)
+    with pytest.raises(ValueError, match=r"decoder\.14\.weight \(dtype int16\)"):
+        TinyVAE.from_state_dict(state_dict)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool])
+def test_integer_weights_are_refused_by_name(weights_path, tmp_path, dtype):
+    state_dict = load_file(weights_path)
+    state_dict["encoder.0.bias"] = state_dict["encoder.0.bias"].to(dtype)
+    path = tmp_path / "taew2_1.pth"
+    torch.save(state_dict, path)
+    name = str(dtype).replace("torch.", "")
+    with pytest.raises(ValueError, match=rf"taew2_1\.pth: .*encoder\.0\.bias \(dtype {name}\)"):
+        TinyVAE.from_file(path)
+
+
+def test_a_checkpoint_that_contains_itself_is_refused(tmp_path):
+    looped = {}
+    looped["state_dict"] = looped
+    path = tmp_path / "taew2_1.pth"
+    torch.save(looped, path)
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("the loader hangs")))
+    signal.alarm(10)
+    try:
+        with pytest.raises(ValueError, match=r"taew2_1\.pth is not a checkpoint: its dicts contain themselves"):
+            TinyVAE.from_file(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)

@@ -1,7 +1,9 @@
 """Every public key scheme loads into the same model, and bad files fail with errors that say why."""
 
+import contextlib
 import json
 import pickle
+import signal
 
 import pytest
 import torch
@@ -212,3 +214,227 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
 def test_to_canonical_is_idempotent(model):
     state = _cloned(model)
     assert to_canonical(to_canonical(state)).keys() == state.keys()
+
+
+# -- hostile and malformed files: clear errors naming the file, in bounded time ----------------------
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    """Fails the test instead of hanging it (loaders used to loop forever on some files)."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_checkpoint_that_contains_itself_is_refused(tmp_path):
+    weights = {"model." + k: v for k, v in _cloned(random_dit(CONFIG)).items()}
+    looped = {"step": 3}
+    looped["model"] = looped
+    first, second = {"note": "a"}, {"note": "b"}
+    first["generator"], second["model"] = second, first
+    for name, checkpoint in (("self.pt", looped), ("pair.pt", first)):
+        path = tmp_path / name
+        torch.save(checkpoint, path)
+        with time_limit(10), pytest.raises(WeightsError, match=rf"{name}.*contain themselves"):
+            load_dit(path)
+    deep = weights
+    for _ in range(20):
+        deep = {"model": deep}
+    torch.save(deep, tmp_path / "deep.pt")
+    with time_limit(10), pytest.raises(WeightsError, match=r"deep\.pt nests dicts more than 8 deep"):
+        load_dit(tmp_path / "deep.pt")
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_integer_weights_are_refused_by_name(tmp_path, dtype, suffix):
+    state = _cloned(random_dit(CONFIG))
+    state["blocks.1.ffn.0.weight"] = (state["blocks.1.ffn.0.weight"] * 100).to(dtype)
+    path = tmp_path / f"ints{suffix}"
+    if suffix == ".pt":
+        torch.save({"generator": state, "step": torch.tensor(1200)}, path)
+    else:
+        save_file(state, path)
+    name = str(dtype).replace("torch.", "")
+    with pytest.raises(WeightsError, match=rf"ints{suffix}: .*blocks\.1\.ffn\.0\.weight \(dtype {name}\)"):
+        load_dit(path, dtype=torch.float32)
+
+
+def test_integer_entries_that_are_not_weights_still_load(tmp_path):
+    model = random_dit(CONFIG)
+    path = tmp_path / "with_counters.pt"
+    # A step counter beside the weights, and integer training state in the outer dict, are not weights.
+    torch.save({"generator_ema": _cloned(model), "step": torch.tensor(7), "optimizer": {"step": torch.tensor(7)}}, path)
+    _same_weights(model, load_dit(path, dtype=torch.float32)[0])
+
+
+def test_integer_track_encoder_weights_are_refused():
+    state = _cloned(random_dit(CONFIG))
+    state["track_encoder.temporal_conv.weight"] = torch.zeros(16, 64, 4, 1, 1, dtype=torch.int64)
+    state["track_encoder.proj.weight"] = torch.randn(16, 16, 1, 1, 1)
+    with pytest.raises(WeightsError, match=r"track_encoder\.temporal_conv\.weight \(dtype int64\)"):
+        build_dit(state, dtype=torch.float32)
+
+
+def test_meta_and_sparse_tensors_are_refused(tmp_path):
+    state = _cloned(random_dit(CONFIG))
+    state["blocks.0.norm3.weight"] = torch.empty(256, device="meta")
+    state["blocks.0.ffn.2.bias"] = state["blocks.0.ffn.2.bias"].to_sparse()
+    with pytest.raises(WeightsError, match=r"blocks\.0\.ffn\.2\.bias \(layout sparse_coo\), blocks\.0\.norm3\.weight \(no data"):
+        build_dit(state, dtype=torch.float32)
+
+
+def _model_folder(tmp_path, model, config_text):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_state_dict(_cloned(model), folder / "weights.safetensors")
+    (folder / "config.json").write_bytes(config_text)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "config_text, problem",
+    [
+        (b"{not json", "bad JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'"dim"', "must be a JSON object"),
+        (b'{"dim": "256", "num_heads": 2}', "dim must be a positive integer, got '256'"),
+        (b'{"dim": 256, "num_heads": 0}', "num_heads must be a positive integer, got 0"),
+        (b'{"num_attention_heads": null}', "num_attention_heads must be a positive integer, got None"),
+        (b'{"num_attention_heads": 2, "attention_head_dim": 128, "patch_size": 5}', "patch_size must be 3 positive"),
+        (b'{"num_attention_heads": 2, "attention_head_dim": 128, "eps": "small"}', "eps must be a positive finite"),
+        (b'{"dim": 256, "num_heads": 2, "num_layers": 1000000000}', "describes 1000000000 transformer blocks"),
+        (b"[" * 100000, "not valid a model config"),
+    ],
+)
+def test_a_malformed_config_json_is_named(tmp_path, config_text, problem):
+    folder = _model_folder(tmp_path, random_dit(CONFIG), config_text)
+    with time_limit(20), pytest.raises(WeightsError) as error:
+        load_dit(folder)
+    assert str(folder) in str(error.value) and problem in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize(
+    "config_text, problem", [("{oops", "bad JSON"), ("[]", "must be a JSON object"), ('{"dim": 1.5}', "dim must be")]
+)
+def test_a_malformed_config_in_the_metadata_is_named(tmp_path, config_text, problem):
+    path = tmp_path / "weights.safetensors"
+    save_state_dict(_cloned(random_dit(CONFIG)), path, metadata={"config": config_text})
+    with pytest.raises(WeightsError, match=rf"'config' entry in the metadata of .*weights\.safetensors.*{problem}"):
+        load_dit(path)
+
+
+def _sharded_folder(tmp_path, model):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    tensors = _cloned(model)
+    keys = sorted(tensors)
+    shards = {"shard-1.safetensors": keys[: len(keys) // 2], "shard-2.safetensors": keys[len(keys) // 2 :]}
+    for name, shard_keys in shards.items():
+        save_file({k: tensors[k] for k in shard_keys}, folder / name)
+    return folder, {k: name for name, shard_keys in shards.items() for k in shard_keys}
+
+
+@pytest.mark.parametrize(
+    "index_text, problem",
+    [
+        (b"{nope", "bad JSON"),
+        (b"\xc3\x28", "not UTF-8"),
+        (b"[]", "weight_map"),
+        (b'{"weight_map": ["shard-1.safetensors"]}', "weight_map"),
+        (b'{"weight_map": {"blocks.0.norm3.weight": 5}}', "weight_map"),
+        (b'{"weight_map": {}}', "weight_map"),
+    ],
+)
+def test_a_malformed_shard_index_is_named(tmp_path, index_text, problem):
+    folder, _ = _sharded_folder(tmp_path, random_dit(CONFIG))
+    (folder / "model.safetensors.index.json").write_bytes(index_text)
+    with pytest.raises(WeightsError) as error:
+        load_dit(folder)
+    assert "model.safetensors.index.json" in str(error.value) and problem in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize(
+    "hostile", ["../outside.safetensors", "{outside}", "sub/../../outside.safetensors", "..\\outside.safetensors",
+                "C:/outside.safetensors", "shard-1.safetensors/../../outside.safetensors"],
+)
+def test_a_shard_index_cannot_read_outside_the_model_folder(tmp_path, hostile):
+    model = random_dit(CONFIG)
+    folder, weight_map = _sharded_folder(tmp_path, model)
+    outside = tmp_path / "outside.safetensors"  # a loadable file, so only the name check stands in the way
+    save_file({k: v for k, v in _cloned(model).items() if weight_map[k] == "shard-2.safetensors"}, outside)
+    hostile = hostile.format(outside=outside)
+    weight_map = {k: (hostile if shard == "shard-2.safetensors" else shard) for k, shard in weight_map.items()}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(WeightsError, match="shard names must be relative paths without '..'"):
+        load_dit(folder)
+
+
+def test_a_tensor_in_two_shards_is_refused(tmp_path):
+    folder, weight_map = _sharded_folder(tmp_path, random_dit(CONFIG))
+    save_file({"blocks.0.norm3.weight": torch.zeros(256)}, folder / "shard-3.safetensors")
+    weight_map["blocks.0.norm3.weight"] = "shard-3.safetensors"
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(WeightsError, match=r"'blocks\.0\.norm3\.weight' is in both"):
+        load_dit(folder)
+
+
+def _forward(model):
+    generator = torch.Generator().manual_seed(3)
+    latents = torch.randn(1, 8, 2, 4, 4, generator=generator)
+    context = torch.randn(1, 16, 24, generator=generator)
+    with torch.no_grad():
+        return model(latents, torch.tensor([500.0]), context)
+
+
+def test_heads_that_are_not_128_wide_need_a_config(tmp_path):
+    narrow = tiny_config(dim=192, num_heads=3, ffn_dim=64)  # 64-wide heads: 192 is no multiple of 128
+    model = random_dit(narrow)
+    path = tmp_path / "plain.safetensors"
+    save_state_dict(_cloned(model), path)
+    with pytest.raises(WeightsError) as error:
+        load_dit(path)
+    message = str(error.value)
+    assert str(path) in message and "width 192 is not a multiple of 128" in message and "config.json" in message
+    with pytest.raises(WeightsError, match="not a multiple of 128"):
+        build_dit(_cloned(model))
+
+    folder = _model_folder(tmp_path, model, json.dumps(narrow.to_dict()).encode())
+    expected = _forward(model)
+    for loaded in (load_dit(folder, dtype=torch.float32)[0], load_dit(path, dtype=torch.float32, config=narrow)[0]):
+        assert loaded.config.num_heads == 3
+        _same_weights(model, loaded)
+        torch.testing.assert_close(_forward(loaded), expected, rtol=0, atol=0)
+    # What loading with one 192-wide head (the old guess) would have computed instead:
+    wrong = build_dit(_cloned(model), config=tiny_config(dim=192, num_heads=1, ffn_dim=64), dtype=torch.float32)[0]
+    assert (_forward(wrong) - expected).abs().max() > 1e-3
+
+
+def test_width_that_fits_128_wide_heads_is_still_inferred():
+    # The weights cannot tell 2 heads of 128 from 4 of 64; 128-wide heads is the Wan convention (documented).
+    assert WanConfig.from_state_dict(_cloned(random_dit(CONFIG))).num_heads == 2
+
+
+@pytest.mark.parametrize(
+    "key, shape, problem",
+    [
+        ("patch_embedding.weight", (256,), "expected 5 dimensions"),
+        ("head.head.weight", (), "expected 2 dimensions"),
+        ("head.head.weight", (33, 256), "not a multiple of the patch volume"),
+    ],
+)
+def test_inference_from_oddly_shaped_weights_is_a_clear_error(key, shape, problem):
+    state = _cloned(random_dit(CONFIG))
+    state[key] = torch.zeros(shape)
+    with pytest.raises(WeightsError, match=problem):
+        build_dit(state)

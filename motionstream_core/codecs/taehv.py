@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..model.weights import check_fits, read_state_dict
+from ..model.weights import WeightsError, check_fits, check_weight_tensors, read_state_dict, read_tensor_specs
 
 __all__ = ["TinyVAE", "StreamingDecoder", "StreamingEncoder"]
 
@@ -388,12 +389,11 @@ class TinyVAE(nn.Module):
         """Builds the model that ``state_dict`` describes and loads it.
 
         ``dtype=None`` means float32 (published weights are stored in fp16, which is slow on CPU).
-        Raises ValueError naming the offending keys when the state dict does not fit.
+        Raises ValueError naming the offending keys when the state dict does not fit: names, shapes
+        and dtypes are checked against a model on the meta device before any memory is allocated,
+        so the model built is never larger than the weights given.
         """
-        if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-            raise ValueError("a TinyVAE state dict must map parameter names to tensors")
-        model = cls(**infer_config(state_dict))
-        check_fits(model, state_dict)
+        model = cls(**checked_config(state_dict))
         model.load_state_dict(dict(state_dict), strict=True)
         return model.to(device=device, dtype=dtype or torch.float32).eval().requires_grad_(False)
 
@@ -404,8 +404,21 @@ class TinyVAE(nn.Module):
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> "TinyVAE":
-        """Loads ``taew2_1.safetensors`` or ``taew2_1.pth`` (tensors only: ``weights_only=True``)."""
-        return cls.from_state_dict(read_state_dict(path), device=device, dtype=dtype)
+        """Loads ``taew2_1.safetensors`` or ``taew2_1.pth`` (tensors only: ``weights_only=True``).
+
+        A safetensors file is checked from its header before its data is read; a ``.pth`` is
+        memory-mapped, so its tensors are checked before they are copied. Every failure is a
+        ValueError that names ``path``.
+        """
+        path = Path(path)
+        try:
+            if path.suffix == ".safetensors" and path.is_file():
+                checked_config(read_tensor_specs(path), specs=True)
+            return cls.from_state_dict(read_state_dict(path), device=device, dtype=dtype)
+        except ValueError as error:
+            if str(path) in str(error):
+                raise
+            raise WeightsError(f"{path}: {error}") from error
 
     # -- decoding -----------------------------------------------------------------
 
@@ -492,6 +505,24 @@ class TinyVAE(nn.Module):
 
 
 # -- checkpoint handling ------------------------------------------------------------
+
+
+def checked_config(state_dict: Mapping[str, torch.Tensor], specs: bool = False) -> Dict[str, object]:
+    """The ``TinyVAE`` arguments for ``state_dict``, after checking that it fits that model exactly.
+
+    The model is built on the meta device, so a state dict whose shapes describe a huge model costs
+    nothing before it is refused. ``specs``: the tensors are meta tensors read from a file's header.
+    """
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+    ):
+        raise ValueError("a TinyVAE state dict must map parameter names to tensors")
+    config = infer_config(state_dict)
+    with torch.device("meta"):
+        model = TinyVAE(**config)
+    check_fits(model, state_dict)
+    check_weight_tensors(state_dict, specs=specs)
+    return config
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, object]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
-from pathlib import Path
-from typing import Mapping
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Iterable, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -22,6 +23,22 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _CHECKPOINT_KEYS = ("generator_ema", "generator", "state_dict", "model", "module")
 _DIFFUSERS_INDEX_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json")
 _FP8_DTYPES = tuple(getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, name))
+# Training checkpoints nest their weights a few dicts deep ({"generator_ema": {"model": ...}}); deeper is not a checkpoint.
+_MAX_CHECKPOINT_NESTING = 8
+# A config.json is a few hundred bytes and a shard index a few hundred KB; anything far larger is not one.
+_MAX_CONFIG_BYTES = 1 << 20
+_MAX_INDEX_BYTES = 64 << 20
+# safetensors dtype names -> torch dtypes, for reading shapes and dtypes from a header without loading data.
+_SAFETENSORS_DTYPES = {
+    name: getattr(torch, attribute)
+    for name, attribute in (
+        ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"),
+        ("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"), ("I64", "int64"), ("I32", "int32"),
+        ("I16", "int16"), ("I8", "int8"), ("U64", "uint64"), ("U32", "uint32"), ("U16", "uint16"),
+        ("U8", "uint8"), ("BOOL", "bool"), ("C64", "complex64"),
+    )
+    if hasattr(torch, attribute)
+}
 
 
 class WeightsError(ValueError):
@@ -54,10 +71,32 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
+def read_tensor_specs(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The shapes and dtypes of a safetensors file's tensors, as meta tensors, read from its header alone.
+
+    No tensor data is read or allocated, so a loader can check a file against its model first.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise WeightsError(f"{path} is not a .safetensors file; only their headers can be read without the data")
+    specs = {}
+    with _open_safetensors(path) as handle:
+        try:
+            for key in handle.keys():
+                tensor = handle.get_slice(key)
+                dtype_name = tensor.get_dtype()
+                if dtype_name not in _SAFETENSORS_DTYPES:
+                    raise WeightsError(f"{path}: tensor {key!r} has the dtype {dtype_name}, which torch cannot hold")
+                specs[key] = torch.empty(tuple(tensor.get_shape()), dtype=_SAFETENSORS_DTYPES[dtype_name], device="meta")
+        except (SafetensorError, OSError, RuntimeError, TypeError) as error:
+            raise WeightsError(f"{path} has a corrupt safetensors header: {error}") from error
+    return specs
+
+
 def _open_safetensors(path: Path):
     try:
         return safe_open(str(path), framework="pt", device="cpu")
-    except (SafetensorError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as error:
         raise WeightsError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from error
 
 
@@ -65,11 +104,12 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     with _open_safetensors(path) as handle:
         try:
             return {key: handle.get_tensor(key) for key in handle.keys()}
-        except (SafetensorError, OSError, RuntimeError) as error:
+        except (SafetensorError, OSError, RuntimeError, ValueError, TypeError) as error:
             raise WeightsError(f"{path} is truncated or corrupt: {error}") from error
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    # mmap: tensors stay views of the file until a loader has checked their shapes against its model.
     try:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -79,25 +119,55 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # legacy, non-zip format
     except pickle.UnpicklingError as error:
         raise WeightsError(
-            f"{path} holds more than plain tensors, and it is not unpickled for safety (weights_only=True). "
-            "Convert it to .safetensors with a tool you trust."
+            f"{path} holds more than plain tensors, or is corrupt, and it is not unpickled for safety "
+            f"(weights_only=True): {_first_line(error)}. Convert it to .safetensors with a tool you trust."
         ) from error
-    except (RuntimeError, EOFError, OSError) as error:
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from error
+    except MemoryError as error:
+        raise WeightsError(f"{path} declares tensors larger than memory (corrupt?)") from error
+    except Exception as error:  # a corrupt zip or pickle raises anything from EOFError to KeyError
+        raise WeightsError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {type(error).__name__}: {_first_line(error)}"
+        ) from error
     return _unwrap_checkpoint(checkpoint, path)
 
 
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:limit] if text else type(error).__name__
+
+
 def _unwrap_checkpoint(checkpoint, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict inside a training checkpoint: follows `_CHECKPOINT_KEYS`, refusing cycles and deep nesting."""
+    trail: list[str] = []
+    seen: set[int] = set()
     while isinstance(checkpoint, Mapping) and not _is_tensor_dict(checkpoint):
-        inner = next((checkpoint[k] for k in _CHECKPOINT_KEYS if isinstance(checkpoint.get(k), Mapping)), None)
-        if inner is None:
+        if id(checkpoint) in seen:
             raise WeightsError(
-                f"{path} has no weights under any of {list(_CHECKPOINT_KEYS)}; top-level keys: {list(checkpoint)[:10]}"
+                f"{path} is not a checkpoint: its dicts contain themselves (the cycle {'.'.join(trail)}), "
+                "so there are no weights to find"
             )
-        checkpoint = inner
+        if len(trail) >= _MAX_CHECKPOINT_NESTING:
+            raise WeightsError(
+                f"{path} nests dicts more than {_MAX_CHECKPOINT_NESTING} deep ({'.'.join(trail[:8])}...) "
+                "without reaching a state dict"
+            )
+        seen.add(id(checkpoint))
+        key = next((k for k in _CHECKPOINT_KEYS if isinstance(checkpoint.get(k), Mapping)), None)
+        if key is None:
+            where = f" under {'.'.join(trail)}" if trail else ""
+            raise WeightsError(
+                f"{path} has no weights{where} under any of {list(_CHECKPOINT_KEYS)}; "
+                f"keys: {[str(k)[:64] for k in list(checkpoint)[:10]]}"
+            )
+        trail.append(key)
+        checkpoint = checkpoint[key]
     if not isinstance(checkpoint, Mapping):
         raise WeightsError(f"{path} does not contain a state dict (found {type(checkpoint).__name__})")
-    return {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    bad_keys = [k for k in tensors if not isinstance(k, str)]
+    if bad_keys:
+        raise WeightsError(f"{path}: tensor names must be strings, found {[repr(k)[:64] for k in bad_keys[:5]]}")
+    return tensors
 
 
 def _is_tensor_dict(mapping: Mapping) -> bool:
@@ -118,33 +188,95 @@ def _read_directory(path: Path) -> dict[str, torch.Tensor]:
     raise WeightsError(f"no weights found in directory {path}")
 
 
-def _read_sharded(index_path: Path) -> dict[str, torch.Tensor]:
+def _read_json(path: Path, what: str, max_bytes: int) -> Any:
+    """A JSON file's content; any problem (size, encoding, syntax, nesting) is a WeightsError naming the file."""
     try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise WeightsError(f"{index_path} is not a valid safetensors index: {error}") from error
-    state_dict = {}
-    for shard in sorted(set(weight_map.values())):
-        shard_path = index_path.parent / shard
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise WeightsError(f"{path} is {size} bytes, too large to be {what} (at most {max_bytes})")
+        return _parse_json(path.read_bytes(), f"{path}", what)
+    except OSError as error:
+        raise WeightsError(f"{path} ({what}) cannot be read: {error}") from error
+
+
+def _parse_json(text: str | bytes, source: str, what: str) -> Any:
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text)
+    except UnicodeDecodeError as error:
+        raise WeightsError(f"{source} is not valid {what}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{source} is not valid {what}: bad JSON: {error}") from error
+    except (RecursionError, ValueError) as error:  # nesting too deep, integers with thousands of digits
+        raise WeightsError(f"{source} is not valid {what}: {_first_line(error)}") from error
+
+
+def _shard_path(index_path: Path, shard: str) -> Path:
+    """The shard's path inside the index's folder; names that could point elsewhere are refused."""
+    name = PurePosixPath(shard)
+    if (
+        not shard or "\\" in shard or "\x00" in shard or name.is_absolute() or PureWindowsPath(shard).drive
+        or ".." in name.parts or name.suffix != ".safetensors"
+    ):
+        raise WeightsError(
+            f"{index_path} lists the shard {shard[:200]!r}, which is not a .safetensors file inside {index_path.parent}: "
+            "shard names must be relative paths without '..'"
+        )
+    return index_path.parent.joinpath(*name.parts)
+
+
+def _read_sharded(index_path: Path) -> dict[str, torch.Tensor]:
+    index = _read_json(index_path, "a safetensors shard index", _MAX_INDEX_BYTES)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+        isinstance(key, str) and isinstance(shard, str) for key, shard in weight_map.items()
+    ):
+        raise WeightsError(
+            f"{index_path} is not a valid safetensors index: it needs a non-empty \"weight_map\" object "
+            "mapping tensor names to shard file names"
+        )
+    shards = {shard: _shard_path(index_path, shard) for shard in sorted(set(weight_map.values()))}
+    state_dict: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for shard, shard_path in shards.items():
         if not shard_path.is_file():
-            raise WeightsError(f"shard {shard} listed in {index_path.name} is missing")
-        state_dict.update(_read_safetensors(shard_path))
+            raise WeightsError(f"shard {shard} listed in {index_path} is missing")
+        tensors = _read_safetensors(shard_path)
+        repeated = sorted(set(tensors) & set(state_dict))
+        if repeated:
+            raise WeightsError(
+                f"{index_path}: the tensor {repeated[0]!r} is in both {origin[repeated[0]]} and {shard}"
+            )
+        origin.update(dict.fromkeys(tensors, shard))
+        state_dict.update(tensors)
     missing = sorted(set(weight_map) - set(state_dict))
     if missing:
-        raise WeightsError(f"keys listed in {index_path.name} are missing from its shards: {missing[:8]}")
+        raise WeightsError(f"keys listed in {index_path} are missing from its shards: {missing[:8]}")
     return state_dict
 
 
 def read_config_file(path: str | os.PathLike) -> WanConfig | None:
-    """The config stored beside the weights (diffusers `config.json` or safetensors metadata), if any."""
+    """The config stored beside the weights (diffusers `config.json` or safetensors metadata), if any.
+
+    A config that cannot be read (not UTF-8, bad JSON, wrong types or values) is a WeightsError naming it.
+    """
     path = Path(path)
     for candidate in (path / "config.json", path / "transformer" / "config.json") if path.is_dir() else ():
         if candidate.is_file():
-            return WanConfig.from_dict(json.loads(candidate.read_text()))
+            return _config_from(_read_json(candidate, "a model config", _MAX_CONFIG_BYTES), f"{candidate}")
     metadata = read_metadata(path)
     if "config" in metadata:
-        return WanConfig.from_dict(json.loads(metadata["config"]))
+        source = f"the 'config' entry in the metadata of {path}"
+        return _config_from(_parse_json(metadata["config"], source, "a model config"), source)
     return None
+
+
+def _config_from(data: Any, source: str) -> WanConfig:
+    try:
+        return WanConfig.from_dict(data)
+    except (ValueError, TypeError, AttributeError, KeyError, ZeroDivisionError, OverflowError) as error:
+        raise WeightsError(f"{source} is not a valid Wan model config: {_first_line(error)}") from error
 
 
 def dequantize(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -163,9 +295,41 @@ def dequantize(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[
             value = value.to(torch.float32)
             scale = scales.get(key[: -len(".weight")]) if key.endswith(".weight") else None
             if scale is not None:
-                value = value * scale.to(torch.float32)
+                check_weight_tensors({key[: -len("weight")] + "scale_weight": scale})
+                if scale.numel() != 1:
+                    raise WeightsError(
+                        f"the fp8 scale {key[: -len('weight')]}scale_weight has shape {tuple(scale.shape)}; "
+                        "scaled fp8 files have one scale per weight"
+                    )
+                value = value * scale.to(torch.float32).reshape(())
             state_dict[key] = value.to(dtype)
     return state_dict
+
+
+def check_weight_tensors(
+    state_dict: Mapping[str, torch.Tensor], keys: Iterable[str] | None = None, specs: bool = False
+) -> None:
+    """Raises WeightsError naming every tensor (of `keys`, default all) that cannot be a model weight.
+
+    Integer, bool and complex tensors would otherwise be cast to the weights' float dtype silently;
+    sparse tensors and tensors without data (meta) cannot be loaded either. With `specs`, the tensors
+    are `read_tensor_specs` meta tensors that stand for data still in the file.
+    """
+    problems = []
+    for key in sorted(state_dict if keys is None else keys):
+        tensor = state_dict[key]
+        if not isinstance(tensor, torch.Tensor):
+            problems.append(f"{key} (a {type(tensor).__name__}, not a tensor)")
+        elif tensor.layout != torch.strided:
+            problems.append(f"{key} (layout {str(tensor.layout).replace('torch.', '')})")
+        elif not tensor.is_floating_point():
+            problems.append(f"{key} (dtype {str(tensor.dtype).replace('torch.', '')})")
+        elif tensor.device.type == "meta" and not specs:
+            problems.append(f"{key} (no data: a meta tensor)")
+    if problems:
+        raise WeightsError(
+            "these tensors cannot be model weights, which are floating point: " + key_schemes._preview(problems)
+        )
 
 
 def check_fits(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -197,7 +361,8 @@ def build_dit(
 ) -> tuple[WanDiT, dict[str, torch.Tensor]]:
     """A `WanDiT` holding the given tensors (no second copy), plus the track-encoder weights found beside it.
 
-    The state dict is consumed: its tensors move into the model.
+    The state dict is consumed: its tensors move into the model. Every check (names, shapes, dtypes)
+    runs against a model on the meta device before any tensor is converted or moved.
     """
     try:
         canonical = key_schemes.to_canonical(state_dict)
@@ -215,13 +380,29 @@ def build_dit(
             config = WanConfig.from_state_dict(transformer)
         except ValueError as error:
             raise WeightsError(str(error)) from error
-    with torch.device("meta"):
-        model = WanDiT(config)
+    _check_layer_count(config, transformer)
+    try:
+        with torch.device("meta"):
+            model = WanDiT(config)
+    except (RuntimeError, ValueError, OverflowError, TypeError) as error:  # sizes past what torch can index
+        raise WeightsError(f"no model can be built from the config {config}: {_first_line(error)}") from error
     check_fits(model, transformer)
+    check_weight_tensors(transformer)
+    if track_encoder:
+        check_weight_tensors(track_encoder)
     for key in list(transformer):
         transformer[key] = transformer[key].to(device=device, dtype=dtype)
     model.load_state_dict(transformer, strict=True, assign=True)
     return model, track_encoder
+
+
+def _check_layer_count(config: WanConfig, transformer: Mapping[str, torch.Tensor]) -> None:
+    """A config whose block count differs from the weights' is refused before a model of its size is built."""
+    blocks = {m.group(1) for k in transformer if (m := re.match(r"blocks\.(\d+)\.", k))}
+    if len(blocks) != config.num_layers:
+        raise WeightsError(
+            f"the config describes {config.num_layers} transformer blocks but the weights hold {len(blocks)}"
+        )
 
 
 def load_dit(
@@ -230,8 +411,19 @@ def load_dit(
     device: torch.device | str = "cpu",
     config: WanConfig | None = None,
 ) -> tuple[WanDiT, dict[str, torch.Tensor]]:
-    """Loads a Wan 2.1 transformer from any supported file or directory."""
-    return build_dit(read_state_dict(path), config=config or read_config_file(path), dtype=dtype, device=device)
+    """Loads a Wan 2.1 transformer from any supported file or directory.
+
+    The config comes from `config`, else from a config.json in the folder or the safetensors metadata,
+    else from the weights' shapes (see `WanConfig.from_state_dict` for what they prove). Every failure
+    is a WeightsError that names `path`.
+    """
+    path = Path(path)
+    config = config or read_config_file(path)
+    state_dict = read_state_dict(path)
+    try:
+        return build_dit(state_dict, config=config, dtype=dtype, device=device)
+    except WeightsError as error:
+        raise WeightsError(f"{path}: {error}") from error
 
 
 def write_safetensors_atomically(
