@@ -438,3 +438,19 @@ def test_inference_from_oddly_shaped_weights_is_a_clear_error(key, shape, proble
     state[key] = torch.zeros(shape)
     with pytest.raises(WeightsError, match=problem):
         build_dit(state)
+
+
+@pytest.mark.parametrize("stored, problem", [
+    ("{", "bad JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"no_such_setting": 1}', "not a valid streaming config"),
+    ('{"sink_frames": "many"}', "not a valid streaming config"),
+])
+def test_a_malformed_streaming_config_in_the_metadata_is_named(tmp_path, stored, problem):
+    from motionstream_core.training.checkpoints import read_streaming_config
+
+    path = tmp_path / "student.safetensors"
+    save_state_dict({"w": torch.zeros(1)}, path, metadata={"streaming_config": stored})
+    with pytest.raises(WeightsError, match=problem) as error:
+        read_streaming_config(path)
+    assert str(path) in str(error.value)

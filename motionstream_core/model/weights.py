@@ -194,12 +194,13 @@ def _read_json(path: Path, what: str, max_bytes: int) -> Any:
         size = path.stat().st_size
         if size > max_bytes:
             raise WeightsError(f"{path} is {size} bytes, too large to be {what} (at most {max_bytes})")
-        return _parse_json(path.read_bytes(), f"{path}", what)
+        return parse_json(path.read_bytes(), f"{path}", what)
     except OSError as error:
         raise WeightsError(f"{path} ({what}) cannot be read: {error}") from error
 
 
-def _parse_json(text: str | bytes, source: str, what: str) -> Any:
+def parse_json(text: str | bytes, source: str, what: str) -> Any:
+    """JSON text (or UTF-8 bytes) from `source`; any problem is a WeightsError naming the source and `what` it should be."""
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
@@ -268,7 +269,7 @@ def read_config_file(path: str | os.PathLike) -> WanConfig | None:
     metadata = read_metadata(path)
     if "config" in metadata:
         source = f"the 'config' entry in the metadata of {path}"
-        return _config_from(_parse_json(metadata["config"], source, "a model config"), source)
+        return _config_from(parse_json(metadata["config"], source, "a model config"), source)
     return None
 
 

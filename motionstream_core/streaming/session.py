@@ -71,6 +71,12 @@ class StreamingConfig:
     motion_scale: float = 0.0
 
     def __post_init__(self):
+        for name, minimum in (("sink_frames", 0), ("window_frames", 1), ("num_train_timesteps", 1), ("commit_step", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+        if not isinstance(self.commit_renoise, bool):
+            raise ValueError(f"commit_renoise must be true or false, got {self.commit_renoise!r}")
         object.__setattr__(self, "denoising_steps", tuple(int(s) for s in self.denoising_steps))
         block_frames = (self.block_frames,) if isinstance(self.block_frames, int) else self.block_frames
         object.__setattr__(self, "block_frames", tuple(int(s) for s in block_frames))

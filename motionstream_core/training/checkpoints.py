@@ -21,7 +21,14 @@ from torch import nn
 
 from ..streaming.session import StreamingConfig
 from ..motion.track_head import TrackEncoder
-from ..model.weights import load_dit, read_metadata, read_state_dict, write_safetensors_atomically
+from ..model.weights import (
+    WeightsError,
+    load_dit,
+    parse_json,
+    read_metadata,
+    read_state_dict,
+    write_safetensors_atomically,
+)
 from . import distributed
 from .conditioned_model import TrackConditionedDiT
 from .ema import ExponentialMovingAverage
@@ -40,7 +47,13 @@ def read_streaming_config(path: str | os.PathLike) -> StreamingConfig | None:
     metadata = read_metadata(path)
     if "streaming_config" not in metadata:
         return None
-    return StreamingConfig.from_dict(json.loads(metadata["streaming_config"]))
+    settings = parse_json(metadata["streaming_config"], f"the streaming_config metadata of {path}", "JSON")
+    if not isinstance(settings, dict):
+        raise WeightsError(f"the streaming_config metadata of {path} must be a JSON object")
+    try:
+        return StreamingConfig.from_dict(settings)
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"the streaming_config metadata of {path} is not a valid streaming config: {error}") from error
 
 
 def weights_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
