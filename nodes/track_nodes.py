@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from motionstream_core import (
@@ -51,8 +49,10 @@ class MotionStreamTrackEditor:
     DESCRIPTION = "Draw point trajectories on an image; outputs ComfyUI's TRACKS."
 
     def build(self, tracks_json, image=None):
-        if not tracks_json.strip() or not json.loads(tracks_json).get("tracks"):
+        if isinstance(tracks_json, str) and not tracks_json.strip():
             raise ValueError("the track editor has no tracks: drag on the image to draw one (or disconnect the editor)")
+        # The library parser validates everything (JSON syntax, nesting, number sizes, the schema)
+        # and names the problem; an empty track list is its "no tracks" error.
         tracks = tracks_from_widget_json(tracks_json)
         if image is not None:
             tracks = _rescaled(tracks, width=image.shape[2], height=image.shape[1])

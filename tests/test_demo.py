@@ -1,7 +1,10 @@
 """The embedded demo: the shipped model, image and tracks load; the codec round-trips; the main job
 writes an animated PNG; the demo recipe runs end to end on a tiny budget."""
 
+import dataclasses
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -251,3 +254,165 @@ def test_export_writes_fp16_weights_and_can_override_the_streaming_settings(tmp_
     original, rewritten = load_dit(asset_path(MODEL_FILE))[0], load_dit(exported)[0]
     assert rewritten.dtype == torch.float16
     assert all(torch.equal(a.half(), b) for a, b in zip(original.state_dict().values(), rewritten.state_dict().values()))
+
+
+# ---------------------------------------------------------------------------
+# The CLI checks its arguments and inputs first, and reports problems in one line (issue #19)
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _StubStreaming:
+    motion_scale: float = 1.0
+
+
+class _StubDemo:
+    """Stands in for the demo model, so the CLI's checks and plumbing run in milliseconds."""
+
+    size, fps = 128, 16.0
+
+    def __init__(self):
+        self.streaming, self.calls = _StubStreaming(), []
+
+    def stream(self, image, tracks, num_frames, seed=0, sinks=True):
+        from motionstream_core.demo import StreamResult
+
+        self.calls.append(dict(image=image, tracks=tracks, num_frames=num_frames))
+        ramp = torch.linspace(0, 1, num_frames)[:, None, None, None]  # distinct frames (APNG merges equal ones)
+        return StreamResult(ramp.expand(num_frames, 3, self.size, self.size).clone(), 1.0, 0.1)
+
+
+@pytest.fixture
+def stub_demo(monkeypatch):
+    import motionstream_core.demo.__main__ as cli
+
+    demo = _StubDemo()
+    monkeypatch.setattr(cli, "load_demo_model", lambda path=None: demo)
+    return demo
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--frames", "0"], r"--frames must be in \[1, 1000\], got 0"),  # used to make 64 frames silently
+        (["--frames", "-5"], r"--frames must be in \[1, 1000\], got -5"),  # used to fail with an array-shape error
+        (["--frames", "many"], "argument --frames: invalid int value"),
+        (["--scale", "0"], "--scale must be in"),
+        (["--threads", "-1"], "--threads must be in"),
+        (["--motion-scale", "nan"], "--motion-scale must be a finite number"),
+        (["--tracks", "x.json", "--no-tracks"], "exclude each other"),
+        (["--image", "frame.gif"], r"--image frame.gif: expected a PNG \(.png\), JPEG \(.jpg, .jpeg\) or .npy file"),
+        (["--image", "missing.png"], "--image missing.png: image not found"),
+        (["--tracks", "missing.json"], "--tracks missing.json: track file not found"),
+        (["--output", "video.gif"], "--output video.gif: the demo writes an animated PNG"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_cli_rejects_bad_arguments_before_generating(tmp_path, monkeypatch, capsys, stub_demo, arguments, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(arguments) == 2
+    assert re.search(message, _one_line_error(capsys))
+    assert stub_demo.calls == [] and not (tmp_path / "out").exists()
+
+
+def test_cli_checks_the_output_before_generating(tmp_path, capsys, stub_demo):
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "file").write_text("")
+    for output, message in ((tmp_path / "folder.png", "is a folder"),
+                            (tmp_path / "file" / "video.png", "is not a folder"),
+                            (tmp_path / "video.apng", "give a file name ending in .png")):
+        assert main(["--output", str(output), "--frames", "2"]) == 2
+        assert message in _one_line_error(capsys)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["--output", str(locked / "video.png")]) == 2
+        assert "cannot write there" in _one_line_error(capsys)
+    assert stub_demo.calls == []
+    assert main(["--output", str(tmp_path / "new" / "dirs" / "video.png"), "--frames", "2", "--scale", "1"]) == 0
+    assert read_animated_png(tmp_path / "new" / "dirs" / "video.png")["num_frames"] == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file", "folder.png", "new"]  # no probe left
+
+
+def test_cli_names_a_missing_or_foreign_model(tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "missing.safetensors"), "--output", str(tmp_path / "v.png")]) == 2
+    assert "demo model not found" in _one_line_error(capsys)
+    np.save(tmp_path / "weights.npy", np.zeros(3))
+    assert main(["--model", str(tmp_path / "weights.npy"), "--output", str(tmp_path / "v.png")]) == 2
+    assert "weights.npy is not a demo model" in _one_line_error(capsys)
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 64)
+    assert main(["--model", str(tmp_path / "bad.safetensors"), "--output", str(tmp_path / "v.png")]) == 2
+    assert "bad.safetensors" in _one_line_error(capsys)
+    assert not (tmp_path / "v.png").exists()
+
+
+def test_cli_reports_a_failed_write_in_one_line(tmp_path, monkeypatch, capsys, stub_demo):
+    import errno
+
+    import motionstream_core.demo.__main__ as cli
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "write_animated_png", full_disk)
+    assert main(["--output", str(tmp_path / "video.png"), "--frames", "2"]) == 1
+    assert "No space left on device" in _one_line_error(capsys)
+
+
+def _write_images(tmp_path):
+    rows, columns = np.meshgrid(np.arange(40), np.arange(60), indexing="ij")
+    pixels = np.stack([rows * 6, columns * 4, (rows + columns) * 2], axis=-1).astype(np.uint8)  # smooth: JPEG keeps it
+    Image.fromarray(pixels).save(tmp_path / "frame.png")
+    Image.fromarray(pixels).save(tmp_path / "frame.JPG", quality=95)
+    Image.fromarray(pixels).convert("RGBA").save(tmp_path / "alpha.png")
+    np.save(tmp_path / "frame.npy", pixels)
+    np.save(tmp_path / "float.npy", pixels.astype(np.float32) / 255)
+    return pixels
+
+
+def test_images_are_read_from_png_jpeg_and_npy(tmp_path, capsys, stub_demo):
+    pixels = _write_images(tmp_path)
+    expected = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    for name in ("frame.png", "alpha.png", "frame.npy", "float.npy"):
+        torch.testing.assert_close(load_demo_image(tmp_path / name), expected)
+    assert (load_demo_image(tmp_path / "frame.JPG") - expected).abs().mean() < 0.05  # lossy
+    assert main(["--image", str(tmp_path / "frame.png"), "--output", str(tmp_path / "v.png"), "--frames", "3"]) == 0
+    assert stub_demo.calls[0]["image"].shape == (3, 128, 128) and stub_demo.calls[0]["num_frames"] == 3
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: np.save(p / "x.npy", np.full((4, 4, 3), np.nan, dtype=np.float32)), "NaN"),
+        (lambda p: np.save(p / "x.npy", np.full((4, 4, 3), 2.0)), r"must lie in \[0, 1\]"),
+        (lambda p: np.save(p / "x.npy", np.zeros((4, 4, 3), dtype=np.int16)), "uint8, or float"),
+        (lambda p: np.save(p / "x.npy", np.zeros((4, 4))), r"\[H, W, 3\]"),
+        (lambda p: np.save(p / "x.npy", np.zeros((0, 4, 3), dtype=np.uint8)), "empty"),
+        (lambda p: (p / "x.npy").write_bytes(_npy_header_bytes((100_000, 100_000, 3))), r"declares shape \[100000, 100000"),
+        (lambda p: np.save(p / "x.npy", np.zeros((5000, 1, 3), dtype=np.uint8)), "sides are limited to 4096"),
+        (lambda p: (p / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(30)), "cannot read x.png as a PNG"),
+        (lambda p: (p / "x.jpg").write_bytes(b"GIF89a" + bytes(30)), "cannot read x.jpg as a JPEG"),
+        (lambda p: Image.new("RGB", (5000, 10)).save(p / "x.png"), "5000x10; sides are limited to 4096"),
+    ],
+)
+def test_bad_images_are_named(tmp_path, make, message):
+    make(tmp_path)
+    (path,) = [path for path in tmp_path.iterdir() if path.name.startswith("x.")]
+    with pytest.raises(ValueError, match=message):
+        load_demo_image(path)
+
+
+def _npy_header_bytes(shape):
+    import io
+
+    from numpy.lib import format as npy_format
+
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return header.getvalue()

@@ -1,14 +1,22 @@
 """Importers and exporters: every format, malformed input, and fuzzing for clean errors."""
 
 import datetime
+import io
 import json
+import math
 import pickle
+import re
+import struct
+import time
+import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numpy.lib import format as npy_format
 
 from motionstream_core.motion.formats import (
     WIDGET_FORMAT,
@@ -329,7 +337,7 @@ def test_cotracker_npy_with_visibility_channel_or_file(tmp_path):
         (lambda p: np.savez(p, pred_tracks=np.zeros((1, 2, 3, 2)), pred_visibility=np.ones((1, 3, 3))),
          "visibility has shape"),
         (lambda p: np.savez(p, pred_tracks=np.zeros((1, 2, 0, 2))), "no tracks"),
-        (lambda p: np.savez(p, pred_tracks=np.zeros((1, 2, 3, 2), dtype=np.complex64)), "numeric"),
+        (lambda p: np.savez(p, pred_tracks=np.zeros((1, 2, 3, 2), dtype=np.complex64)), "complex values"),
         (lambda p: np.savez(p, pred_tracks=np.full((3, 2, 3, 2), 5.0)), None),
     ],
 )
@@ -478,3 +486,381 @@ def test_valid_widget_tracks_round_trip(rows, fps):
             visibility[index, column] = visible
     tracks = TrackSet(points, visibility, 300, 200, fps, track_ids=[5 * c for c in range(len(rows))])
     _assert_same(tracks_from_widget_json(tracks_to_widget_json(tracks)), tracks)
+
+
+# ---------------------------------------------------------------------------
+# Hardening (issue #19): regression tests for each reproducer
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", [float("nan"), 0.3, -1.0, 0.7, 2.0])
+def test_array_visibility_follows_the_same_rule_as_core_dicts(tmp_path, flag):
+    # CoTracker used to threshold at 0.5 (0.3 and -1 invisible) while core dicts made them visible.
+    tracks = np.ones((1, 3, 2, 2), dtype=np.float32)
+    visibility = np.ones((1, 3, 2), dtype=np.float32)
+    visibility[0, 1, 1] = flag
+    message = r"visibility must be boolean or exactly 0/1, got .* at frame 1, track 1"
+    with pytest.raises(ValueError, match=message):
+        tracks_from_cotracker(tracks, visibility, width=8, height=8)
+    with pytest.raises(ValueError, match=message):
+        tracks_from_wan_move(tracks, visibility, width=8, height=8)
+    with pytest.raises(ValueError, match=message):
+        tracks_from_comfy({"track_path": tracks[0], "track_visibility": visibility[0]}, width=8, height=8)
+    np.savez(tmp_path / "r.npz", pred_tracks=tracks, pred_visibility=visibility)
+    np.save(tmp_path / "packed.npy", np.concatenate([tracks, visibility[..., None]], axis=-1))
+    np.save(tmp_path / "t.npy", tracks)
+    np.save(tmp_path / "v.npy", visibility)
+    torch.save({"pred_tracks": torch.from_numpy(tracks), "pred_visibility": torch.from_numpy(visibility)}, tmp_path / "r.pt")
+    for load in (lambda: load_cotracker_tracks(tmp_path / "r.npz", width=8, height=8),
+                 lambda: load_cotracker_tracks(tmp_path / "packed.npy", width=8, height=8),
+                 lambda: load_cotracker_tracks(tmp_path / "t.npy", width=8, height=8, visibility_path=tmp_path / "v.npy"),
+                 lambda: load_cotracker_tracks(tmp_path / "r.pt", width=8, height=8),
+                 lambda: load_wan_move_tracks(tmp_path / "t.npy", tmp_path / "v.npy", width=8, height=8)):
+        with pytest.raises(ValueError, match=message):
+            load()
+
+
+def test_array_importers_refuse_complex_boolean_meta_and_sparse_tracks():
+    for tracks, message in ((torch.ones(2, 1, 2, dtype=torch.complex64), "complex values"),
+                            (torch.ones(2, 1, 2, dtype=torch.bool), "booleans are not coordinates"),
+                            (torch.ones(2, 1, 2, device="meta"), "meta tensor"),
+                            (torch.ones(2, 1, 2).to_sparse(), "sparse tensor"),
+                            (np.uint64(3), "dimensions")):
+        for read in (tracks_from_cotracker, lambda t, **kw: tracks_from_wan_move(t, np.ones((2, 1)), **kw)):
+            with pytest.raises(ValueError, match=message):
+                read(tracks, width=8, height=8)
+    with pytest.raises(ValueError, match="batch_index must be an integer"):
+        tracks_from_cotracker(np.ones((1, 2, 1, 2)), width=8, height=8, batch_index="0")
+
+
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    "parse, text, field",
+    [
+        (tracks_from_widget_json, json.dumps(EXAMPLE).replace('"width": 832', f'"width": {HUGE}'), "width"),
+        (tracks_from_widget_json, json.dumps(EXAMPLE).replace('"version": 1', f'"version": -{HUGE}'), "version"),
+        (tracks_from_widget_json, json.dumps(EXAMPLE).replace('"id": 3', f'"id": {HUGE}'), "id of track 0"),
+        (tracks_from_widget_json, json.dumps(EXAMPLE).replace('"t": 0.25', f'"t": {HUGE}'), "'t' of keyframe 0 of track 3"),
+        (tracks_from_widget_json, json.dumps(EXAMPLE).replace('"fps": 4', f'"fps": {HUGE}'), "fps"),
+        (lambda text: tracks_from_spline_editor(text, width=64, height=64), f'[{{"x": 1, "y": {HUGE}}}]',
+         "y of point 0 of track 0"),
+        (lambda text: tracks_from_ati_json(text, width=64, height=64), f'[[{{"x": -{HUGE}, "y": 1}}]]',
+         "x of point 0 of track 0"),
+    ],
+)
+def test_a_number_of_5000_digits_names_its_field(parse, text, field):
+    # Every JSON parser used to raise Python's "Exceeds the limit (4300 digits)" ValueError.
+    with pytest.raises(ValueError, match=field) as error:
+        parse(text)
+    assert "5000 digits" in str(error.value) and "4300" not in str(error.value)
+
+
+def test_a_huge_integer_under_an_unknown_key_is_ignored():
+    tracks = tracks_from_widget_json(json.dumps(EXAMPLE | {"comment": 1}).replace('"comment": 1', f'"comment": {HUGE}'))
+    assert tracks.num_tracks == 2
+
+
+def _npy_header(descr, shape):
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    return header.getvalue()
+
+
+def _npy_bytes(array):
+    buffer = io.BytesIO()
+    npy_format.write_array(buffer, array)
+    return buffer.getvalue()
+
+
+def _write_zip(path, members, block=2**24):
+    """A zip archive of deflated members, each ``prefix`` bytes then ``zeros`` zero bytes: a zip bomb when
+    ``zeros`` is large. After a full flush deflate starts afresh, so one compressed block of zeros is
+    repeated instead of compressing every byte (building a 1.6 GB bomb takes a second, for its CRC)."""
+    central, offset = [], 0
+    with open(path, "wb") as out:
+        for name, (prefix, zeros) in members.items():
+            compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+            pieces, crc = [compressor.compress(prefix) + compressor.flush(zlib.Z_FULL_FLUSH)], zlib.crc32(prefix)
+            count, rest = divmod(zeros, block)
+            if count:
+                zero_block = bytes(block)
+                pieces.append((compressor.compress(zero_block) + compressor.flush(zlib.Z_FULL_FLUSH)) * count)
+                for _ in range(count):
+                    crc = zlib.crc32(zero_block, crc)
+            pieces.append(compressor.compress(bytes(rest)) + compressor.flush())
+            crc = zlib.crc32(bytes(rest), crc)
+            data, encoded = b"".join(pieces), name.encode()
+            fields = (20, 0, 8, 0, 0x21, crc, len(data), len(prefix) + zeros, len(encoded))
+            local = struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, 0) + encoded
+            out.write(local + data)
+            central.append(struct.pack("<IH", 0x02014B50, 20) + struct.pack("<HHHHHIIIH", *fields)
+                           + struct.pack("<HHHHII", 0, 0, 0, 0, 0, offset) + encoded)
+            offset += len(local) + len(data)
+        directory = b"".join(central)
+        out.write(directory + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central),
+                                          len(directory), offset, 0))
+
+
+def _zip_bomb(path, shape, dtype="<f8", data_bytes=None):
+    """An .npz whose pred_tracks declares ``shape``, followed by ``data_bytes`` zeros (default: all of them)."""
+    total = math.prod(shape) * np.dtype(dtype).itemsize if data_bytes is None else data_bytes
+    _write_zip(path, {"pred_tracks.npy": (_npy_header(dtype, shape), total)})
+
+
+def _peak_memory(function):
+    tracemalloc.start()
+    began = time.perf_counter()
+    try:
+        try:
+            function()
+        except ValueError as error:
+            outcome = error
+        else:
+            outcome = None
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return outcome, peak, time.perf_counter() - began
+
+
+def test_npz_bomb_is_refused_from_its_header(tmp_path):
+    # A 1.5 MB upload declaring 1.6 GB used to be decompressed whole (2.3 GB, 84 s) before any limit.
+    path = tmp_path / "bomb.npz"
+    _zip_bomb(path, (1, 10_000, 10_000, 2))
+    assert path.stat().st_size < 2_000_000
+    error, peak, seconds = _peak_memory(lambda: load_cotracker_tracks(path, width=8, height=8))
+    assert error is not None and "pred_tracks' in bomb.npz declares shape [1, 10000, 10000, 2]" in str(error)
+    assert peak < 4 * 2**20 and seconds < 2
+
+
+def test_npz_shapes_beyond_the_track_limits_are_refused_before_reading(tmp_path):
+    path = tmp_path / "wide.npz"
+    _zip_bomb(path, (1, 5_000, 5_000, 2), dtype="<f4")  # 200 MB of zeros, within the byte cap: too many points
+    error, peak, seconds = _peak_memory(lambda: load_cotracker_tracks(path, width=8, height=8))
+    assert error is not None and "5000 frames x 5000 tracks exceed the limit" in str(error)
+    assert peak < 4 * 2**20 and seconds < 2
+
+
+def test_only_the_arrays_needed_are_read_from_an_npz(tmp_path):
+    path = tmp_path / "extra.npz"
+    big = (_npy_header("<f8", (1, 4000, 4000, 2)), 256_000_000)
+    _write_zip(path, {"pred_tracks.npy": (_npy_bytes(np.ones((1, 3, 2, 2))), 0),
+                      "pred_visibility.npy": (_npy_bytes(np.ones((1, 3, 2), dtype=bool)), 0),
+                      "unrelated.npy": big,  # 256 MB that nothing asks for
+                      "tracks.npy": big})  # a second tracks key: pred_tracks wins
+    error, peak, seconds = _peak_memory(lambda: load_cotracker_tracks(path, width=8, height=8))
+    assert error is None and peak < 4 * 2**20 and seconds < 2
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: _zip_bomb(p, (1, 3, 2, 2), data_bytes=40), "truncated"),
+        (lambda p: _zip_bomb(p, (1, 3, 2, 2), data_bytes=200), "extra bytes"),
+        (lambda p: _zip_bomb(p, (2**62, 2), data_bytes=64), "declares shape"),
+        (lambda p: _zip_bomb(p, (1, 3, 2, 2), dtype="|O"), "Python objects"),
+        (lambda p: _zip_bomb(p, (1, 3, 2, 2), dtype="<U4"), "numeric"),
+        (lambda p: _zip_bomb(p, (1, 3, 2, 2), dtype="<c16"), "complex values"),
+        (lambda p: np.save(p.with_suffix(".npy"), np.ones((1, 3, 2, 2))) or p.with_suffix(".npy").rename(p),
+         "single .npy array, not an .npz"),
+        (lambda p: p.write_bytes(b"PK\x03\x04" + bytes(60)), "cannot read bad.npz"),
+    ],
+)
+def test_malformed_npz_members_are_named(tmp_path, make, message):
+    path = tmp_path / "bad.npz"
+    make(path)
+    with pytest.raises(ValueError, match=message):
+        load_cotracker_tracks(path, width=8, height=8)
+
+
+def _open_files():
+    import os
+
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+
+
+def test_npz_saved_under_an_npy_name_is_refused_and_closed(tmp_path):
+    # np.load used to return a lazy NpzFile: BadZipFile/NotImplementedError escaped later, and it was never closed.
+    np.savez(tmp_path / "tracks.npz", pred_tracks=np.ones((1, 3, 2, 2)))
+    (tmp_path / "tracks.npz").rename(tmp_path / "tracks.npy")
+    before = _open_files()
+    for load in (lambda: load_cotracker_tracks(tmp_path / "tracks.npy", width=8, height=8),
+                 lambda: load_wan_move_tracks(tmp_path / "tracks.npy", tmp_path / "tracks.npy", width=8, height=8)):
+        with pytest.raises(ValueError, match="tracks.npy is a zip archive .*rename it to .npz"):
+            load()
+    # a damaged archive, read under either name, is a ValueError too
+    (tmp_path / "broken.npy").write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(ValueError, match="broken.npy is a zip archive"):
+        load_cotracker_tracks(tmp_path / "broken.npy", width=8, height=8)
+    assert _open_files() == before
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (lambda: np.lib.format.magic(1, 0) + b"\xff\xff" + b"{" * 100, "bad .npy header"),
+        (lambda: b"\x93NUMPY\x01\x00" + b"\x20\x00" + b"{'descr': '<f8', 'fortran_order': False, 'shape': (-3, 2), }\n",
+         "bad .npy header|invalid shape"),
+        (lambda: _npy_header("<f8", (10**30, 2)), "declares shape"),
+        (lambda: _npy_header("<f8", (1, 4000, 4000, 2)), "truncated"),  # legit-sized header, no data
+        (lambda: b"\x93NUMPY\x03\x00" + bytes(10), "unsupported .npy format version 3.0"),
+        (lambda: b"not numpy at all", "not a .npy file"),
+    ],
+)
+def test_hostile_npy_headers_are_refused_before_reading(tmp_path, content, message):
+    path = tmp_path / "hostile.npy"
+    path.write_bytes(content())
+    error, peak, _ = _peak_memory(lambda: load_cotracker_tracks(path, width=8, height=8))
+    assert error is not None and re.search(message, str(error)), str(error)
+    assert "hostile.npy" in str(error) and peak < 4 * 2**20
+
+
+def test_pt_files_are_bounded_and_legacy_pickles_refused(tmp_path):
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"pred_tracks": torch.ones(1, 3, 2, 2)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match="cannot read legacy.pt: not a zip-format torch file"):
+        load_cotracker_tracks(legacy, width=8, height=8)
+    bomb = tmp_path / "bomb.pt"
+    _write_zip(bomb, {"bomb/data.pkl": (b"\x80\x02}q\x00.", 0), "bomb/data/0": (b"", 2**29)})
+    error, peak, seconds = _peak_memory(lambda: load_cotracker_tracks(bomb, width=8, height=8))
+    assert error is not None and "bomb.pt unpacks to" in str(error) and peak < 4 * 2**20 and seconds < 2
+
+
+# Writes: the Wan-Move pair is written atomically, file by file, with stale temporaries cleaned up.
+
+
+def _partials(folder):
+    return sorted(path.name for path in folder.iterdir() if ".partial-" in path.name)
+
+
+def test_wan_move_save_failure_leaves_the_old_pair_and_no_temporaries(tmp_path, monkeypatch):
+    import errno
+
+    from motionstream_core.motion.formats import wan_move
+
+    tracks_path, visibility_path = tmp_path / "a_tracks.npy", tmp_path / "a_visibility.npy"
+    old = _random_tracks(frames=4, num_tracks=2)
+    save_wan_move_tracks(old, tracks_path, visibility_path)
+    before = tracks_path.read_bytes(), visibility_path.read_bytes()
+    real_write, calls = wan_move.npy_format.write_array, []
+
+    def full_disk(handle, array, **kwargs):
+        calls.append(array.shape)
+        if len(calls) == 2:  # the second file of the pair: the disk is full
+            handle.write(b"\x93NUMPY partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(handle, array, **kwargs)
+
+    monkeypatch.setattr(wan_move.npy_format, "write_array", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_wan_move_tracks(_random_tracks(frames=9, num_tracks=3, seed=1), tracks_path, visibility_path)
+    assert (tracks_path.read_bytes(), visibility_path.read_bytes()) == before
+    assert _partials(tmp_path) == []
+    monkeypatch.setattr(wan_move.npy_format, "write_array", real_write)
+    with pytest.raises(ValueError, match=".npy"):
+        save_wan_move_tracks(old, tmp_path / "a_tracks.npz", visibility_path)
+    with pytest.raises(ValueError, match="both be written"):
+        save_wan_move_tracks(old, tracks_path, tracks_path)
+
+
+def test_wan_move_pair_carries_a_shared_stamp_that_exposes_a_mixed_pair(tmp_path, monkeypatch):
+    import os
+
+    from motionstream_core.motion.formats import wan_move, wan_move_pair_matches
+
+    tracks_path, visibility_path = tmp_path / "a_tracks.npy", tmp_path / "a_visibility.npy"
+    save_wan_move_tracks(_random_tracks(frames=4, num_tracks=2), tracks_path, visibility_path)
+    assert wan_move_pair_matches(tracks_path, visibility_path)
+    real_replace = os.replace
+
+    def crash_between_renames(source, target):
+        if str(target) == str(tracks_path):
+            raise KeyboardInterrupt  # killed after the visibility rename, before the tracks rename
+        real_replace(source, target)
+
+    monkeypatch.setattr(wan_move.os, "replace", crash_between_renames)
+    with pytest.raises(KeyboardInterrupt):
+        save_wan_move_tracks(_random_tracks(frames=4, num_tracks=2, seed=5), tracks_path, visibility_path)
+    monkeypatch.setattr(wan_move.os, "replace", real_replace)
+    assert not wan_move_pair_matches(tracks_path, visibility_path)
+    assert _partials(tmp_path) == []
+    save_wan_move_tracks(_random_tracks(frames=4, num_tracks=2, seed=5), tracks_path, visibility_path)
+    assert wan_move_pair_matches(tracks_path, visibility_path)
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = [tmp_path / f".a_tracks.npy.partial-{dead_pid}-0badc0de", tmp_path / f".a_visibility.npy.partial-{dead_pid}-1"]
+    alive = [tmp_path / f".a_tracks.npy.partial-{os.getppid()}-abc",  # a live writer's: kept
+             tmp_path / f".b_tracks.npy.partial-{dead_pid}-abc"]  # another file's: not ours to judge here
+    for path in stale + alive:
+        path.write_bytes(b"\x93NUMPY half")
+    save_wan_move_tracks(_random_tracks(), tmp_path / "a_tracks.npy", tmp_path / "a_visibility.npy")
+    assert _partials(tmp_path) == sorted(path.name for path in alive)
+
+
+_KILL_SCRIPT = r"""
+import json, os, random, signal, sys, time
+import numpy as np
+import torch
+from motionstream_core.motion.tracks import TrackSet
+from motionstream_core.motion.formats import save_wan_move_tracks
+
+folder, kills = sys.argv[1], int(sys.argv[2])
+tracks_path, visibility_path = os.path.join(folder, "k_tracks.npy"), os.path.join(folder, "k_visibility.npy")
+sets = [TrackSet(torch.rand(frames, 500, 2) * 64, torch.rand(frames, 500) > 0.5, 64, 64) for frames in (400, 401)]
+torch.set_num_threads(1)
+rng, results = random.Random(7), []
+for kill in range(kills):
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        index = 0
+        while True:
+            save_wan_move_tracks(sets[index % 2], tracks_path, visibility_path)
+            index += 1
+    time.sleep(rng.uniform(0.0, 0.08))
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    state = {}
+    for name, path in (("tracks", tracks_path), ("visibility", visibility_path)):
+        if os.path.exists(path):
+            try:
+                state[name] = list(np.load(path).shape)
+            except Exception as error:
+                state[name] = "unreadable: %s" % error
+    results.append(state)
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork and SIGKILL")
+def test_sigkill_never_leaves_a_half_written_file(tmp_path):
+    # 3 of 20 SIGKILLs used to leave a half-written file.
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(tmp_path), "20"], capture_output=True, text=True,
+                         timeout=240)
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout.splitlines()[-1])
+    complete = {"tracks": ([1, 400, 500, 2], [1, 401, 500, 2]), "visibility": ([1, 400, 500], [1, 401, 500])}
+    for state in results:
+        for name, shape in state.items():
+            assert shape in complete[name], f"{name} after a SIGKILL: {shape}"
+    save_wan_move_tracks(_random_tracks(), tmp_path / "k_tracks.npy", tmp_path / "k_visibility.npy")
+    assert _partials(tmp_path) == []  # the killed writers' temporaries are gone
+
+
+def test_pt_files_with_a_huge_pickle_are_refused_before_unpickling(tmp_path):
+    path = tmp_path / "lists.pt"
+    _write_zip(path, {"lists/data.pkl": (b"\x80\x02" + b"]" * 100 + b".", 4 * 2**20)})  # 4 MB of structure
+    with pytest.raises(ValueError, match="lists.pt holds .* bytes of pickled structure"):
+        load_cotracker_tracks(path, width=8, height=8)

@@ -67,3 +67,34 @@ def test_draw_tracks_marks_the_points(nodes):
     assert frames.shape == (5, 100, 200, 3)
     assert frames[0, 50, 20].sum() > 0 and frames[-1, 50, 180].sum() > 0
     assert frames[0, 50, 180].sum() == 0, "the end of the path is not drawn on the first frame"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # json.loads(...).get(...) ran before the validating parser: AttributeError, RecursionError, a bare JSONDecodeError.
+        ("[1]", "widget JSON must be an object, got \\[1\\]"),
+        ("9", "widget JSON must be an object, got 9"),
+        ("null", "widget JSON must be an object, got None"),
+        ('"tracks"', "widget JSON must be an object"),
+        ("[" * 100_000 + "]" * 100_000, "widget JSON is nested too deeply"),
+        ('{"tracks": ' + "[" * 100_000, "widget JSON"),
+        ("{", "widget JSON is not valid JSON"),
+        ("\ud800", "widget JSON"),
+        (json.dumps(WIDGET).replace('"width": 200', '"width": ' + "9" * 5000), "width .*5000 digits"),
+        (json.dumps({**WIDGET, "tracks": None}), "'tracks' of the widget JSON must be a list"),
+        (json.dumps({**WIDGET, "tracks": [{"id": 1, "keyframes": [{"t": 0, "x": float("nan"), "y": 0}]}]}),
+         "'x' of keyframe 0 of track 1 must be finite"),
+    ],
+)
+def test_editor_routes_every_input_through_the_library_parser(nodes, text, message):
+    with pytest.raises(ValueError, match=message) as error:
+        nodes["MotionStreamTrackEditor"]().build(text)
+    assert type(error.value) is ValueError  # not a bare json.JSONDecodeError
+
+
+def test_editor_without_tracks_says_what_to_do(nodes):
+    with pytest.raises(ValueError, match="no tracks: drag on the image"):
+        nodes["MotionStreamTrackEditor"]().build("  \n")
+    with pytest.raises(ValueError, match="has no tracks: draw one in the track editor"):
+        nodes["MotionStreamTrackEditor"]().build(json.dumps({**WIDGET, "tracks": []}))

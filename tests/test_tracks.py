@@ -1,7 +1,9 @@
 """The track data model validates its input and round-trips with ComfyUI's core TRACKS dict."""
 
 import dataclasses
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -205,3 +207,94 @@ def test_select_and_concat_carry_ids_and_flags():
         tracks.concat(TrackSet(torch.ones(5, 1, 2), torch.ones(5, 1), 100, 48, track_ids=[50]))
     with pytest.raises(ValueError, match="fps"):
         tracks.concat(dataclasses.replace(tracks.select([0]), fps=8.0, track_ids=[50]))
+
+
+# ---------------------------------------------------------------------------
+# Hardening (issue #19): one visibility rule, and inputs that used to convert silently or crash
+# ---------------------------------------------------------------------------
+
+BAD_FLAGS = [float("nan"), 0.3, -1.0, 2.0, float("inf")]
+
+
+@pytest.mark.parametrize("flag", BAD_FLAGS)
+def test_core_dict_visibility_is_boolean_or_exactly_0_or_1(flag):
+    # from_comfy_tracks used to convert with `!= 0`: NaN, 0.3 and -1 became visible.
+    path = torch.rand(3, 2, 2)
+    for visibility in (torch.full((3, 2), flag), torch.full((3, 1), flag),
+                       torch.tensor([[1.0, 0.0], [1.0, flag], [0.0, 1.0]])):
+        with pytest.raises(ValueError, match=r"track_visibility must be boolean or exactly 0/1, got"):
+            TrackSet.from_comfy_tracks({"track_path": path, "track_visibility": visibility}, width=4, height=4)
+    with pytest.raises(ValueError, match=r"^visibility must be boolean or exactly 0/1, got .* at frame 1, track 1"):
+        TrackSet(path, [[1, 0], [1, flag], [0, 1]], 4, 4)
+    with pytest.raises(ValueError, match="static must be boolean or exactly 0/1"):
+        TrackSet(path[:, :1].expand(3, 2, 2).clone() * 0, torch.ones(3, 2), 4, 4, static=[0.0, flag])
+
+
+def test_core_dict_float_and_integer_0_1_visibility_is_read_exactly():
+    path = torch.rand(2, 2, 2)
+    for visibility in (torch.tensor([[1.0, 0.0], [0.0, 1.0]]), np.array([[1, 0], [0, 1]], dtype=np.uint64),
+                       torch.tensor([[1, 0], [0, 1]], dtype=torch.uint8), [[True, False], [False, True]]):
+        tracks = TrackSet.from_comfy_tracks({"track_path": path, "track_visibility": visibility}, width=4, height=4)
+        assert tracks.visibility.tolist() == [[True, False], [False, True]]
+
+
+def _sparse():
+    return torch.ones(2, 1, 2).to_sparse()
+
+
+def _quantized():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors are deprecated, not yet gone
+        return torch.quantize_per_tensor(torch.ones(2, 1, 2), 1.0, 0, torch.quint8)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: torch.ones(2, 1, 2, dtype=torch.complex64), "complex values"),  # used to drop the imaginary part
+        (lambda: np.ones((2, 1, 2), dtype=np.complex128), "complex values"),
+        (lambda: torch.ones(2, 1, 2, dtype=torch.bool), "booleans are not coordinates"),  # used to become pixels 0/1
+        (lambda: np.ones((2, 1, 2), dtype=bool), "booleans are not coordinates"),
+        (lambda: torch.ones(2, 1, 2, device="meta"), "meta tensor"),  # used to raise NotImplementedError
+        (_sparse, "sparse tensor"),  # used to raise NotImplementedError
+        (_quantized, "quantized"),
+        (lambda: np.ma.masked_array(np.ones((2, 1, 2)), mask=True), "masked array"),
+        (lambda: "12", "array of numbers"),
+        (lambda: [[["a", "b"]]], "numeric"),
+        (lambda: np.uint64(3), "shape"),  # a uint64 scalar used to raise TypeError on some paths
+        (lambda: torch.tensor(3, dtype=torch.uint64), "shape"),
+    ],
+)
+def test_coordinates_that_would_lose_data_are_refused(make, message):
+    for build in (lambda p: TrackSet(p, torch.ones(2, 1), 4, 4),
+                  lambda p: TrackSet.from_normalized(p, torch.ones(2, 1), 4, 4),
+                  lambda p: TrackSet.from_comfy_tracks({"track_path": p}, width=4, height=4)):
+        with pytest.raises(ValueError, match=message):
+            build(make())
+
+
+@pytest.mark.parametrize("value", [np.uint64(2**64 - 1), np.uint64(3), torch.tensor(3, dtype=torch.uint64)])
+def test_uint64_scalars_anywhere_are_a_value_error(value):
+    points, visibility = torch.ones(2, 1, 2), torch.ones(2, 1)
+    attempts = [
+        lambda: TrackSet(points, value, 4, 4),
+        lambda: TrackSet(points, visibility, 4, 4, track_ids=value),
+        lambda: TrackSet(points, visibility, 4, 4, static=value),
+        lambda: TrackSet.from_comfy_tracks({"track_path": points, "track_visibility": value}, width=4, height=4),
+        lambda: TrackSet.from_comfy_tracks({"track_path": points, COMFY_TRACKS_META_KEY: {"track_ids": value}},
+                                           width=4, height=4),
+    ]
+    if not isinstance(value, torch.Tensor) and int(value) > 2**20:
+        attempts += [lambda: TrackSet(points, visibility, value, 4), lambda: TrackSet(points, visibility, 4, 4, fps=value)]
+    for attempt in attempts:
+        with pytest.raises(ValueError):
+            attempt()
+
+
+def test_unusual_real_dtypes_are_read_exactly():
+    values = [[[1.0, 2.0]], [[3.0, 4.0]]]
+    for points in (np.array(values, dtype=np.uint64), np.array(values, dtype=">f8"), np.array(values, dtype=np.longdouble),
+                   torch.tensor(values, dtype=torch.bfloat16), torch.tensor(values).to(torch.uint32),
+                   np.asfortranarray(np.array(values, dtype=np.float32))):
+        tracks = TrackSet(points, [[1], [0]], 8, 8, track_ids=np.array([7], dtype=np.uint64))
+        assert tracks.points.tolist() == values and tracks.track_ids.tolist() == [7]

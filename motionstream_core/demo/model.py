@@ -15,10 +15,12 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..codecs.patch_codec import PatchCodec
 from ..model.weights import read_metadata
 from ..motion.formats import load_tracks_file
+from ..motion.formats.track_arrays import open_array_file, read_array
 from ..motion.track_head import TrackChannelProvider, TrackHeadInputs, track_head_inputs
 from ..motion.tracks import TrackSet
 from ..streaming.session import StreamConditions, StreamingConfig, StreamingSession
@@ -140,30 +142,101 @@ class DemoModel:
 
 
 def load_demo_model(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> DemoModel:
-    """The shipped demo model (or another file the demo recipe wrote)."""
+    """The shipped demo model (or another file the demo recipe wrote).
+
+    A missing file is a ``FileNotFoundError``; a file that is not a demo model, or cannot be read,
+    a ``ValueError`` naming it.
+    """
     path = Path(path) if path is not None else asset_path(MODEL_FILE)
-    metadata = read_metadata(path)
-    if "codec" not in metadata:
-        raise ValueError(f"{path} is not a demo model: it has no codec in its metadata")
-    model, streaming = load_weights(path, dtype=dtype)
-    if model.track_encoder is None or streaming is None:
-        raise ValueError(f"{path} is not a demo model: it needs a track head and a streaming config")
+    if not path.is_file():
+        raise FileNotFoundError(f"demo model not found: {path}")
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"{path.name} is not a demo model: demo models are .safetensors files")
+    try:
+        metadata = read_metadata(path)
+        if "codec" not in metadata:
+            raise ValueError(f"{path} is not a demo model: it has no codec in its metadata")
+        model, streaming = load_weights(path, dtype=dtype)
+        if model.track_encoder is None or streaming is None:
+            raise ValueError(f"{path} is not a demo model: it needs a track head and a streaming config")
+        codec = PatchCodec.from_json(metadata["codec"])
+        size, fps = int(metadata.get("demo_size", 128)), float(metadata.get("demo_fps", 16.0))
+    except ValueError:
+        raise
+    except Exception as error:  # safetensors, json and torch raise their own types for a corrupt file
+        raise ValueError(f"cannot read demo model {path.name}: {type(error).__name__}: {error}") from error
     model.eval().requires_grad_(False)
     return DemoModel(
-        model=model, streaming=streaming, codec=PatchCodec.from_json(metadata["codec"]),
-        size=int(metadata.get("demo_size", 128)), fps=float(metadata.get("demo_fps", 16.0)),
+        model=model, streaming=streaming, codec=codec, size=size, fps=fps,
         renumber_track_ids=metadata.get("track_ids", "renumber") == "renumber",
     )
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
+_PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+MAX_IMAGE_SIDE = 4096  # the demo resizes to its own size; larger inputs only cost memory
+_MAX_IMAGE_BYTES = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE * 3 * 8
+
+
 def load_demo_image(path: str | Path | None = None) -> torch.Tensor:
-    """An image [3, H, W] in [0, 1] from .npy ([H, W, 3] uint8, or float in [0, 1])."""
-    array = np.load(Path(path) if path is not None else asset_path(IMAGE_FILE))
+    """An image [3, H, W] in [0, 1] from a PNG or JPEG (read with Pillow, converted to RGB) or
+    a .npy array [H, W, 3] (uint8, or float in [0, 1]).
+
+    A missing file is a ``FileNotFoundError``; anything else wrong (another file type, a corrupt
+    or huge picture, another shape or dtype, NaN, values outside [0, 1]) a ``ValueError`` naming
+    the file. Sides are limited to :data:`MAX_IMAGE_SIDE` pixels, checked before decoding.
+    """
+    path = Path(path) if path is not None else asset_path(IMAGE_FILE)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValueError(f"{path.name}: the image must be a PNG (.png), JPEG (.jpg, .jpeg) or .npy file")
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    array = _read_npy_image(path) if suffix == ".npy" else _read_picture(path, _PICTURE_FORMATS[suffix])
     if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"the image must be [H, W, 3], got {array.shape}")
-    image = torch.from_numpy(np.ascontiguousarray(array))
-    image = image.float() / 255.0 if array.dtype == np.uint8 else image.float().clamp(0, 1)
+        raise ValueError(f"{path.name}: the image must be [H, W, 3], got {list(array.shape)}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{path.name}: the image is empty ({array.shape[1]}x{array.shape[0]} pixels)")
+    if array.dtype == np.uint8:
+        image = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
+    elif array.dtype.kind == "f":
+        image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError(f"{path.name}: the image contains NaN or infinite values")
+        if float(image.min()) < 0.0 or float(image.max()) > 1.0:
+            raise ValueError(
+                f"{path.name}: a float image must lie in [0, 1], got values in "
+                f"[{float(image.min()):g}, {float(image.max()):g}]"
+            )
+    else:
+        raise ValueError(f"{path.name}: the image must be uint8, or float in [0, 1], got dtype {array.dtype}")
     return image.permute(2, 0, 1).contiguous()
+
+
+def _read_npy_image(path: Path) -> np.ndarray:
+    def check(shape: tuple[int, ...]) -> None:
+        if len(shape) != 3 or shape[2] != 3:
+            raise ValueError(f"{path.name}: the image must be [H, W, 3], got {list(shape)}")
+        if max(shape[:2]) > MAX_IMAGE_SIDE:
+            raise ValueError(f"{path.name}: the image is {shape[1]}x{shape[0]}; sides are limited to {MAX_IMAGE_SIDE} pixels")
+
+    with open_array_file(path, max_bytes=_MAX_IMAGE_BYTES) as source:
+        return read_array(source, check_shape=check)
+
+
+def _read_picture(path: Path, image_format: str) -> np.ndarray:
+    try:
+        with Image.open(path, formats=(image_format,)) as picture:
+            width, height = picture.size
+            if max(width, height) > MAX_IMAGE_SIDE:
+                raise ValueError(
+                    f"{path.name}: the image is {width}x{height}; sides are limited to {MAX_IMAGE_SIDE} pixels"
+                )
+            return np.array(picture.convert("RGB"))  # a writable copy
+    except ValueError:
+        raise
+    except Exception as error:  # UnidentifiedImageError, truncated data, decompression bombs, ...
+        raise ValueError(f"cannot read {path.name} as a {image_format} image: {type(error).__name__}: {error}") from error
 
 
 def load_demo_tracks(path: str | Path | None = None) -> TrackSet:

@@ -20,7 +20,11 @@ Limits, enforced with a ``ValueError`` naming the problem:
 - at most :data:`MAX_TRACKS` tracks, :data:`MAX_FRAMES` frames and
   :data:`MAX_TRACK_POINTS` points in all, at least one track and one frame; frame
   sizes up to :data:`MAX_FRAME_SIZE` pixels;
-- every coordinate must be finite;
+- every coordinate must be a finite real number (not complex, not boolean);
+- visibility and static flags are boolean or exactly 0/1; anything else (0.3, -1,
+  NaN) is an error, not a guess (:func:`visibility_mask`, which every importer uses);
+- arrays are dense CPU data: sparse, meta, quantized and nested tensors are refused
+  (:func:`numeric_tensor`);
 - a *visible* point may lie outside the frame (the track head clamps it to the
   border, as during training) but not by more than :data:`OUT_OF_FRAME_MARGIN`
   frame sizes; such points almost always mean wrong units (normalised vs pixels).
@@ -66,28 +70,105 @@ COMFY_TRACKS_META_KEY = "motionstream"
 _STATIC_TOLERANCE_PX = 1e-3
 
 
-def _as_tensor(value: Any, name: str) -> torch.Tensor:
+# Dtypes kept as they are; other real dtypes are widened first (exactly, except uint64 past 2**53,
+# which no limit admits anyway), so later checks run on dtypes every torch version supports.
+_PLAIN_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                 torch.float16, torch.float32, torch.float64)
+
+
+def numeric_tensor(value: Any, name: str) -> torch.Tensor:
+    """``value`` as a dense CPU tensor of real numbers (bool, integer or floating point).
+
+    Takes tensors, numpy arrays, numpy scalars and nested lists. Complex values, strings,
+    objects, masked numpy arrays and sparse, meta, quantized or nested tensors are refused with
+    a ``ValueError`` naming ``name``: converting them would silently drop data or fail later with
+    another exception. Every importer goes through here (and :func:`coordinate_tensor` /
+    :func:`visibility_mask`), so one rule holds for every entry point.
+    """
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
+        return _plain_tensor(value, name)
+    if isinstance(value, np.ma.MaskedArray):
+        raise ValueError(f"{name}: a masked array; fill the masked entries first (numpy.ma.filled)")
+    if isinstance(value, (str, bytes, bytearray)):
+        raise ValueError(f"{name} must be an array of numbers, got a {type(value).__name__}")
     try:
         array = np.asarray(value)
-    except (TypeError, ValueError, OverflowError) as error:
+    except (TypeError, ValueError, OverflowError, RecursionError) as error:
         raise ValueError(f"{name} is not an array: {error}") from None
-    if array.dtype == object or array.dtype.kind not in "biuf":
+    if array.dtype.kind == "c":
+        raise ValueError(f"{name}: complex values (dtype {array.dtype}) are not accepted, only real numbers")
+    if array.dtype.kind not in "biuf" or array.dtype.fields is not None:
         raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array))
+    if array.dtype.kind == "u" and array.itemsize > 1:
+        array = array.astype(np.int64 if array.itemsize < 8 else np.float64)
+    elif array.dtype.kind == "f" and array.itemsize not in (2, 4, 8):  # long double
+        array = array.astype(np.float64)
+    elif not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if not (array.flags.c_contiguous and array.flags.writeable):
+        array = array.copy(order="C")  # (np.ascontiguousarray would turn a scalar into shape [1])
+    return torch.from_numpy(array)
 
 
-def _as_visibility(value: Any, shape: tuple[int, ...], name: str = "visibility") -> torch.Tensor:
-    tensor = _as_tensor(value, name)
-    if tuple(tensor.shape) != shape:
+def _plain_tensor(tensor: torch.Tensor, name: str) -> torch.Tensor:
+    if tensor.is_nested:
+        raise ValueError(f"{name}: a nested tensor is not accepted; pass a regular one")
+    if tensor.layout != torch.strided:
+        raise ValueError(f"{name}: a sparse tensor ({tensor.layout}) is not accepted; convert it with .to_dense()")
+    if tensor.is_meta:
+        raise ValueError(f"{name}: a meta tensor is not accepted (it has a shape but no values)")
+    if tensor.is_quantized:
+        raise ValueError(f"{name}: a quantized tensor is not accepted; dequantize it first")
+    if tensor.dtype.is_complex:
+        raise ValueError(f"{name}: complex values (dtype {tensor.dtype}) are not accepted, only real numbers")
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    if tensor.dtype in _PLAIN_DTYPES:
+        return tensor
+    if tensor.dtype.is_floating_point:  # bfloat16, float8 variants
+        return tensor.to(torch.float32)
+    if tensor.dtype in (torch.uint16, torch.uint32):
+        return tensor.to(torch.int64)
+    if tensor.dtype == torch.uint64:
+        return tensor.to(torch.float64)
+    raise ValueError(f"{name} must be numeric, got dtype {tensor.dtype}")
+
+
+def coordinate_tensor(value: Any, name: str) -> torch.Tensor:
+    """:func:`numeric_tensor` for coordinates: booleans are refused (``True`` is not a position)."""
+    tensor = numeric_tensor(value, name)
+    if tensor.dtype == torch.bool:
+        raise ValueError(f"{name}: booleans are not coordinates; pass numbers (pixels)")
+    return tensor
+
+
+def visibility_mask(value: Any, shape: tuple[int, ...], name: str = "visibility") -> torch.Tensor:
+    """A bool tensor of ``shape`` from flags that are boolean or exactly 0/1.
+
+    The one visibility rule of every importer: anything else (0.3, -1, 2, NaN) is a
+    ``ValueError`` naming ``name``, the value and where it is, never a guess. (A tracker's
+    visibility *confidence* must be thresholded by the caller, who knows the right threshold.)
+    """
+    tensor = numeric_tensor(value, name)
+    if tuple(tensor.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {list(shape)}, got {list(tensor.shape)}")
     if tensor.dtype == torch.bool:
         return tensor.clone()
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if not bool(((tensor == 0) | (tensor == 1)).all()):
-        raise ValueError(f"{name} must be boolean or 0/1 valued")
+    valid = (tensor == 0) | (tensor == 1)  # NaN is neither
+    if not bool(valid.all()):
+        where = tuple(int(i) for i in (~valid).nonzero()[0])
+        found = tensor[where].item()
+        if len(where) == 2:
+            place = f"frame {where[0]}, track {where[1]}"
+        elif len(where) == 1:
+            place = f"track {where[0]}"
+        else:
+            place = f"index {list(where)}"
+        raise ValueError(
+            f"{name} must be boolean or exactly 0/1, got {found:g} at {place} "
+            f"({int((~valid).sum())} such values)"
+        )
     return tensor != 0
 
 
@@ -134,7 +215,7 @@ class TrackSet:
         height = _positive_int(self.height, "height", MAX_FRAME_SIZE)
         fps = _positive_float(self.fps, "fps", MAX_FPS)
 
-        points = _as_tensor(self.points, "points")
+        points = coordinate_tensor(self.points, "points")
         if points.ndim != 3 or points.shape[-1] != 2:
             raise ValueError(f"points must have shape [frames, tracks, 2], got {list(points.shape)}")
         num_frames, num_tracks = int(points.shape[0]), int(points.shape[1])
@@ -159,13 +240,13 @@ class TrackSet:
                 f"points contain {int(not_finite.sum())} NaN or infinite values "
                 f"(first at frame {frame}, track {track})"
             )
-        visibility = _as_visibility(self.visibility, (num_frames, num_tracks))
+        visibility = visibility_mask(self.visibility, (num_frames, num_tracks))
         points = _limit_to_frame_band(points, visibility, width, height).to(torch.float32)
 
         if self.track_ids is None:
             track_ids = torch.arange(num_tracks, dtype=torch.int64)
         else:
-            track_ids = _as_tensor(self.track_ids, "track_ids")
+            track_ids = numeric_tensor(self.track_ids, "track_ids")
             if tuple(track_ids.shape) != (num_tracks,):
                 raise ValueError(f"track_ids must have shape [{num_tracks}], got {list(track_ids.shape)}")
             if track_ids.dtype == torch.bool:
@@ -182,7 +263,7 @@ class TrackSet:
         if self.static is None:
             static = torch.zeros(num_tracks, dtype=torch.bool)
         else:
-            static = _as_visibility(self.static, (num_tracks,), name="static")
+            static = visibility_mask(self.static, (num_tracks,), name="static")
         if bool(static.any()):
             spread = (points[:, static] - points[:1, static]).abs().amax()
             if float(spread) > _STATIC_TOLERANCE_PX:
@@ -230,9 +311,10 @@ class TrackSet:
         static: Any = None,
     ) -> TrackSet:
         """Build from ``[T, N, 2]`` coordinates normalised to the frame (``[0, 1]``)."""
-        normalized = _as_tensor(points, "points").to(torch.float64)
+        normalized = coordinate_tensor(points, "points")
         if normalized.ndim != 3 or normalized.shape[-1] != 2:
             raise ValueError(f"points must have shape [frames, tracks, 2], got {list(normalized.shape)}")
+        normalized = normalized.to(torch.float64)
         width = _positive_int(width, "width", MAX_FRAME_SIZE)
         height = _positive_int(height, "height", MAX_FRAME_SIZE)
         pixels = normalized * torch.tensor([width, height], dtype=torch.float64)
@@ -297,10 +379,10 @@ class TrackSet:
         builds from a mask) applies to every track, as in core.
         """
         if not isinstance(tracks, Mapping):
-            raise ValueError(f"TRACKS must be a dict, got {type(tracks).__name__}")
+            raise ValueError(f"TRACKS must be a dict, got {'None' if tracks is None else type(tracks).__name__}")
         if "track_path" not in tracks:
             raise ValueError("TRACKS dict has no 'track_path'")
-        path = _as_tensor(tracks["track_path"], "track_path")
+        path = coordinate_tensor(tracks["track_path"], "track_path")
         if path.ndim != 3 or path.shape[-1] != 2:
             raise ValueError(f"track_path must have shape [frames, tracks, 2], got {list(path.shape)}")
         num_frames, num_tracks = int(path.shape[0]), int(path.shape[1])
@@ -309,16 +391,12 @@ class TrackSet:
         if visibility is None:
             visibility = torch.ones(num_frames, num_tracks, dtype=torch.bool)
         else:
-            visibility = _as_tensor(visibility, "track_visibility")
-            if visibility.ndim == 2 and tuple(visibility.shape) == (num_frames, 1):
+            visibility = numeric_tensor(visibility, "track_visibility")
+            if num_tracks != 1 and tuple(visibility.shape) == (num_frames, 1):
+                visibility = visibility_mask(visibility, (num_frames, 1), "track_visibility")
                 visibility = visibility.expand(num_frames, num_tracks)
-            elif tuple(visibility.shape) != (num_frames, num_tracks):
-                raise ValueError(
-                    f"track_visibility must have shape [{num_frames}, {num_tracks}], "
-                    f"got {list(visibility.shape)}"
-                )
-            if visibility.dtype != torch.bool:
-                visibility = visibility != 0
+            else:
+                visibility = visibility_mask(visibility, (num_frames, num_tracks), "track_visibility")
 
         track_ids = static = None
         meta = tracks.get(COMFY_TRACKS_META_KEY)
@@ -331,7 +409,7 @@ class TrackSet:
             track_ids = meta.get("track_ids")
             static = meta.get("static")
             for name, value in (("track_ids", track_ids), ("static", static)):
-                count = None if value is None else _as_tensor(value, name).numel()
+                count = None if value is None else numeric_tensor(value, name).numel()
                 if count is not None and count != num_tracks:
                     raise ValueError(
                         f"TRACKS metadata has {count} {name} for {num_tracks} tracks; "

@@ -1,21 +1,28 @@
 """CoTracker results: ``pred_tracks [B, T, N, 2]`` / ``pred_visibility [B, T, N]`` in ``.npz``, ``.npy`` or ``.pt``.
 
 Coordinates are pixels of the tracked video. ``.pt`` files are read with
-``torch.load(weights_only=True)`` only.
+``torch.load(weights_only=True)`` only. Visibility is boolean or exactly 0/1.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..tracks import DEFAULT_FPS, TrackSet
-from .track_arrays import read_array_file, tracks_from_arrays
+from ..tracks import DEFAULT_FPS, TrackSet, coordinate_tensor, numeric_tensor
+from .track_arrays import (
+    ArrayFile,
+    check_batch_index,
+    check_tracks_shape,
+    check_visibility_shape,
+    open_array_file,
+    read_array,
+    tracks_from_arrays,
+)
 from .track_format import ReadOptions
 
 _TRACK_KEYS = ("pred_tracks", "tracks", "track_points")
@@ -34,8 +41,9 @@ def tracks_from_cotracker(
     """CoTracker ``pred_tracks [B, T, N, 2]`` / ``pred_visibility [B, T, N]`` to a track set.
 
     The batch axis is optional. Without ``pred_visibility`` every point is visible;
-    a float visibility is thresholded at 0.5. ``width``/``height`` are the size of
-    the video CoTracker ran on.
+    a given visibility must be boolean or exactly 0/1, as CoTracker writes it (a
+    visibility *confidence* must be thresholded first; other values are an error).
+    ``width``/``height`` are the size of the video CoTracker ran on.
     """
     return tracks_from_arrays(
         pred_tracks, pred_visibility, width=width, height=height, fps=fps,
@@ -57,55 +65,91 @@ def load_cotracker_tracks(
     - ``.npz`` / ``.pt`` dict: ``pred_tracks`` (or ``tracks``) and optional
       ``pred_visibility`` (or ``visibility``); optional scalar ``width``,
       ``height`` and ``fps`` entries are used when the arguments are not given.
+      Only these arrays are read from an ``.npz`` archive, each after its header.
     - ``.pt`` tuple/list ``(pred_tracks, pred_visibility)`` or a single tensor.
     - ``.npy``: the ``pred_tracks`` array, or ``[..., 3]`` with visibility as the
-      last channel; ``visibility_path`` may name a second ``.npy`` file.
+      last channel; ``visibility_path`` may name a second file (a ``.npy`` array,
+      or an ``.npz``/``.pt`` with one of the visibility keys).
 
-    Without any visibility every point is visible. ``fps`` defaults to 16.
+    Without any visibility every point is visible. ``fps`` defaults to 16. Files
+    are read within fixed bounds (see :mod:`.track_arrays`); every problem is a
+    ``ValueError`` naming the file.
     """
-    content = read_array_file(Path(path))
-    tracks_array = visibility_array = None
-    if isinstance(content, Mapping):
-        tracks_array = _first_present(content, _TRACK_KEYS)
-        if tracks_array is None:
-            raise ValueError(f"{path} has none of the keys {', '.join(_TRACK_KEYS)}")
-        visibility_array = _first_present(content, _VISIBILITY_KEYS)
-        width = _scalar_from(content, "width", width)
-        height = _scalar_from(content, "height", height)
-        fps = _scalar_from(content, "fps", fps)
-    elif isinstance(content, (tuple, list)):
-        if len(content) not in (1, 2):
-            raise ValueError(f"{path} holds {len(content)} items; expected (pred_tracks, pred_visibility)")
-        tracks_array = content[0]
-        visibility_array = content[1] if len(content) == 2 else None
-    else:
-        tracks_array = content
-    if isinstance(tracks_array, (np.ndarray, torch.Tensor)) and tracks_array.ndim >= 1 and tracks_array.shape[-1] == 3:
+    path = Path(path)
+    batch_index = check_batch_index(batch_index)
+    tracks_what = f"CoTracker tracks in {path.name}"
+
+    def check_tracks(shape: tuple[int, ...]) -> None:
+        check_tracks_shape(shape, tracks_what, batch_index, channels=(2, 3))
+
+    with open_array_file(path) as source:
+        visibility_array = None
+        if source.is_mapping:
+            track_key = source.first_present(_TRACK_KEYS)
+            if track_key is None:
+                raise ValueError(f"{path.name} has none of the keys {', '.join(_TRACK_KEYS)}")
+            tracks_array = read_array(source, track_key, check_shape=check_tracks)
+            visibility_key = source.first_present(_VISIBILITY_KEYS)
+            if visibility_key is not None and visibility_path is None:
+                visibility_array = read_array(source, visibility_key, check_shape=_visibility_check(path, batch_index))
+            width = _scalar_from(source, "width", width)
+            height = _scalar_from(source, "height", height)
+            fps = _scalar_from(source, "fps", fps)
+        else:
+            content = read_array(source, check_shape=check_tracks)
+            if isinstance(content, (tuple, list)):
+                if len(content) not in (1, 2):
+                    raise ValueError(f"{path.name} holds {len(content)} items; expected (pred_tracks, pred_visibility)")
+                tracks_array = content[0]
+                visibility_array = content[1] if len(content) == 2 else None
+            else:
+                tracks_array = content
+    tracks_array = coordinate_tensor(tracks_array, tracks_what)
+    check_tracks(tuple(tracks_array.shape))
+    if tracks_array.shape[-1] == 3:
         tracks_array, embedded = tracks_array[..., :2], tracks_array[..., 2]
         visibility_array = embedded if visibility_array is None else visibility_array
     if visibility_path is not None:
-        visibility_array = read_array_file(Path(visibility_path))
+        visibility_array = _load_visibility_file(Path(visibility_path), batch_index)
     if width is None or height is None:
-        raise ValueError(f"{path} does not record the video size; pass width and height")
-    return tracks_from_cotracker(
-        tracks_array, visibility_array, width=width, height=height,
-        fps=DEFAULT_FPS if fps is None else fps, batch_index=batch_index,
-    )
+        raise ValueError(f"{path.name} does not record the video size; pass width and height")
+    try:
+        return tracks_from_cotracker(
+            tracks_array, visibility_array, width=width, height=height,
+            fps=DEFAULT_FPS if fps is None else fps, batch_index=batch_index,
+        )
+    except ValueError as error:
+        raise ValueError(f"{path.name}: {error}") from None
 
 
-def _first_present(content: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    for key in keys:
-        if key in content:
-            return content[key]
-    return None
+def _visibility_check(path: Path, batch_index: int):
+    def check(shape: tuple[int, ...]) -> None:
+        check_visibility_shape(shape, f"CoTracker visibility in {path.name}", batch_index)
+    return check
 
 
-def _scalar_from(content: Mapping[str, Any], key: str, given: Any) -> Any:
-    if given is not None or key not in content:
+def _load_visibility_file(path: Path, batch_index: int) -> Any:
+    check = _visibility_check(path, batch_index)
+    with open_array_file(path) as source:
+        if not source.is_mapping:
+            return read_array(source, check_shape=check)
+        key = source.first_present(_VISIBILITY_KEYS)
+        if key is None:
+            raise ValueError(f"{path.name} has none of the keys {', '.join(_VISIBILITY_KEYS)}")
+        return read_array(source, key, check_shape=check)
+
+
+def _scalar_from(source: ArrayFile, key: str, given: Any) -> Any:
+    if given is not None or key not in source.names:
         return given
-    value = np.asarray(content[key])
-    if value.size != 1 or value.dtype.kind not in "iuf":
-        raise ValueError(f"'{key}' in the track file must be a number")
+
+    def check(shape: tuple[int, ...]) -> None:
+        if math.prod(shape) != 1:
+            raise ValueError(f"'{key}' in {source.path.name} must be a single number, got shape {list(shape)}")
+
+    value = numeric_tensor(read_array(source, key, check_shape=check), f"'{key}' in {source.path.name}")
+    if value.numel() != 1 or value.dtype == torch.bool:
+        raise ValueError(f"'{key}' in {source.path.name} must be a single number")
     value = value.reshape(()).item()
     return int(value) if key in ("width", "height") and float(value).is_integer() else value
 

@@ -13,6 +13,29 @@ from typing import Any
 from ..tracks import MAX_FRAMES, MAX_TRACK_POINTS, MAX_TRACKS
 
 MAX_JSON_CHARS = 64 * 1024 * 1024
+# No field admits an integer anywhere near this long; longer ones are not converted at all (Python
+# refuses past 4,300 digits, and converting is quadratic in the length where that limit is lifted).
+MAX_JSON_INTEGER_DIGITS = 100
+
+
+class HugeInteger:
+    """What :func:`load_json` puts where the text has an integer of more than
+    :data:`MAX_JSON_INTEGER_DIGITS` digits, so the field that holds it is named in the error
+    (by :func:`finite_number`, :func:`bounded_integer`, :func:`describe`) or it is ignored with
+    the rest of an unknown key."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.digits} digits"
+
+
+def _parse_int(text: str) -> int | HugeInteger:
+    digits = len(text) - text.startswith("-")
+    return HugeInteger(digits) if digits > MAX_JSON_INTEGER_DIGITS else int(text)
 
 
 def load_json(source: str | bytes | bytearray, what: str, allow_single_quotes: bool = False) -> Any:
@@ -29,7 +52,7 @@ def load_json(source: str | bytes | bytearray, what: str, allow_single_quotes: b
     if not source.strip():
         raise ValueError(f"{what} is empty")
     try:
-        return json.loads(source)
+        return json.loads(source, parse_int=_parse_int)
     except RecursionError:
         raise ValueError(f"{what} is nested too deeply") from None
     except json.JSONDecodeError as error:
@@ -39,6 +62,8 @@ def load_json(source: str | bytes | bytearray, what: str, allow_single_quotes: b
 
 
 def finite_number(value: Any, what: str) -> float:
+    if isinstance(value, HugeInteger):
+        raise ValueError(f"{what} is out of range: {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{what} must be a number, got {describe(value)}")
     try:
@@ -51,6 +76,8 @@ def finite_number(value: Any, what: str) -> float:
 
 
 def bounded_integer(value: Any, what: str, low: int, high: int) -> int:
+    if isinstance(value, HugeInteger):
+        raise ValueError(f"{what} must be in [{low}, {high}], got {value!r}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):

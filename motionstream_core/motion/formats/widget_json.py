@@ -64,6 +64,7 @@ from ..tracks import (
     TrackSet,
 )
 from .parsing import (
+    HugeInteger,
     bounded_integer,
     check_frame_count,
     check_track_count,
@@ -89,10 +90,13 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any]) -> TrackSet
     if document.get("format") != WIDGET_FORMAT:
         raise ValueError(f"not a {WIDGET_FORMAT!r} document (format is {describe(document.get('format'))})")
     version = document.get("version")
-    if isinstance(version, bool) or not isinstance(version, int):
+    if isinstance(version, HugeInteger) or (isinstance(version, int) and not isinstance(version, bool)):
+        if version != WIDGET_VERSION:
+            raise ValueError(
+                f"unsupported widget JSON version {describe(version)} (this build reads {WIDGET_VERSION})"
+            )
+    else:
         raise ValueError(f"widget JSON version must be an integer, got {describe(version)}")
-    if version != WIDGET_VERSION:
-        raise ValueError(f"unsupported widget JSON version {version} (this build reads {WIDGET_VERSION})")
 
     width = bounded_integer(document.get("width"), "width", 1, MAX_FRAME_SIZE)
     height = bounded_integer(document.get("height"), "height", 1, MAX_FRAME_SIZE)
@@ -102,7 +106,9 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any]) -> TrackSet
 
     raw_tracks = document.get("tracks")
     if not isinstance(raw_tracks, list):
-        raise ValueError(f"'tracks' must be a list, got {describe(raw_tracks)}")
+        raise ValueError(f"'tracks' of the widget JSON must be a list, got {describe(raw_tracks)}")
+    if not raw_tracks:
+        raise ValueError("the widget JSON has no tracks: draw one in the track editor")
     check_track_count(len(raw_tracks))
     tracks = [_parse_track(raw, index) for index, raw in enumerate(raw_tracks)]
     ids = [track[0] for track in tracks]
