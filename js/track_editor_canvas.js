@@ -1,13 +1,38 @@
 // The track editor's DOM: toolbar, canvas drawing and pointer/keyboard handling over a
 // TrackEditorState. No ComfyUI imports, so the same code runs in ComfyUI and on a plain test page.
+//
+// Modes (toolbar): Draw (a drag draws a new track, across existing ones too), Move (drag a point or
+// a line), Anchor (click pins a static point) and Region (a drag moves a region of the image: a
+// handle with a visible radius that the Python side expands into a grid of tracks; blue when drawn
+// ahead, green when made while a stream runs, red for a pinned region). Play animates the tracks
+// and the region grid over the clip.
+//
+// Keys are taken while the editor has focus: the focus sits on a read-only textarea inside the
+// editor, which ComfyUI's graph undo (a window capture listener that skips text fields) and its
+// keybindings leave alone, and a capture listener on the editor stops the keys it handles there.
 
-import { TrackEditorState, positionAt } from "./track_editor_state.js";
+import {
+  DEFAULT_RADIUS,
+  MAX_RADIUS,
+  TrackEditorState,
+  positionAt,
+  regionField,
+  regionGridPoints,
+  regionHandleAt,
+  roundValue,
+} from "./track_editor_state.js";
 
 const HANDLE_RADIUS_PX = 7;
 const PATH_HIT_PX = 6;
 // A press that moves less than this is a click, not a drag.
 const CLICK_SLOP_PX = 4;
 const STYLE_ELEMENT_ID = "motionstream-track-editor-style";
+export const MODES = Object.freeze(["draw", "move", "anchor", "region"]);
+// The paper demo's colours: blue drags drawn ahead, green live drags, red pinned regions.
+export const REGION_COLORS = Object.freeze({ path: "#4d8dff", live: "#34d17a", anchor: "#ff4d4d" });
+// Grid points per side drawn to preview region drags (the model gets the document's region_grid).
+const PREVIEW_GRID = 24;
+const RADIUS_STEP = 1.15;
 
 const STYLE_SHEET = `
 .ms-track-editor { display: flex; flex-direction: column; gap: 4px; width: 100%; height: 100%;
@@ -25,15 +50,25 @@ const STYLE_SHEET = `
 .ms-track-editor .ms-status { min-height: 1.3em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
   font-family: monospace; opacity: 0.85; }
 .ms-track-editor .ms-status.ms-error { color: #ff7a7a; opacity: 1; }
+.ms-track-editor .ms-sep { width: 1px; align-self: stretch; background: var(--border-color, #555); margin: 0 2px; }
+.ms-track-editor .ms-key-sink { position: absolute; left: 0; top: 0; width: 1px; height: 1px; padding: 0; border: 0;
+  opacity: 0; resize: none; overflow: hidden; pointer-events: none; }
+.ms-track-editor:has(.ms-key-sink:focus) .ms-stage canvas { outline: 1px solid #4aa3ff; }
 `;
 
-const HINT = "drag: track · shift-click: anchor · drag a point or line: move · Del · Ctrl+Z";
+const HINTS = {
+  draw: "Draw: drag to draw a track (across others too) · click a track: select · shift-click: anchor · Space: play",
+  move: "Move: drag a point or a line to move it · Del: delete · Ctrl+Z / Ctrl+Shift+Z",
+  anchor: "Anchor: click to pin a static point",
+  region: "Region: drag to move a region (radius r; [ and ] resize) · shift-click: pin a region · Space: play",
+};
 
 const CANVAS_HELP = [
-  "drag: draw a moving track (it spans the clip; set start/len below)",
-  "shift-click or Anchor mode: pin a static point",
-  "drag a point: move it · drag a line: move the track · alt-drag: draw across a track",
-  "V: hide/show the selected point until the next one · Del: delete track · Esc: deselect",
+  "Draw mode: drag to draw a moving track, also across existing tracks (it spans the clip; set start/len below)",
+  "Move mode: drag a point to move it, a line to move the whole track",
+  "Anchor mode (or shift-click in Draw mode): pin a static point",
+  "Region mode: drag to move the region within the circle (blue; green while a stream runs); shift-click pins a region (red)",
+  "V: hide/show the selected point until the next one · Del: delete · Esc: deselect · Space: play · [ ]: radius",
 ].join("\n");
 
 function injectStyleSheet(document) {
@@ -44,8 +79,22 @@ function injectStyleSheet(document) {
   document.head.appendChild(style);
 }
 
+// Point tracks take hues away from the region colours (red, green, blue): orange to lime, cyan,
+// violet to pink, spread by the golden angle so neighbouring ids differ.
+const TRACK_HUE_BANDS = [
+  [20, 95],
+  [160, 200],
+  [265, 340],
+];
+const TRACK_HUE_SPAN = TRACK_HUE_BANDS.reduce((sum, [low, high]) => sum + high - low, 0);
+
 function trackColor(trackId) {
-  return `hsl(${(trackId * 137.508) % 360}, 85%, 60%)`;
+  let offset = ((trackId * 0.618033988749895) % 1) * TRACK_HUE_SPAN;
+  for (const [low, high] of TRACK_HUE_BANDS) {
+    if (offset < high - low) return `hsl(${low + offset}, 85%, 60%)`;
+    offset -= high - low;
+  }
+  return `hsl(${TRACK_HUE_BANDS[0][0]}, 85%, 60%)`;
 }
 
 function formatNumber(value, decimals = 4) {
@@ -57,39 +106,76 @@ function formatNumber(value, decimals = 4) {
  * options: width/height (frame size in pixels), fps, duration (seconds), onChange(json) called after
  * every committed edit, onInput(json) called (once per animation frame at most) while a drag is in
  * progress with the document as it would be if the drag ended now, sizeFromImage (default true: a
- * background image sets the frame size).
- * Returns the editor API (state, exportJson, load, importJson, setBackground, ...).
+ * background image sets the frame size), liveClock() -> seconds of video a running stream has made
+ * (null when none runs): region drags made while it runs are live drags timed by that clock.
+ * Returns the editor API (state, exportJson, load, importJson, setBackground, setMode, play, ...).
  */
 export function createTrackEditor(container, options = {}) {
-  const { width, height, fps, duration, onChange = () => {}, onInput = null, sizeFromImage = true } = options;
+  const {
+    width,
+    height,
+    fps,
+    duration,
+    onChange = () => {},
+    onInput = null,
+    sizeFromImage = true,
+    liveClock = () => null,
+  } = options;
   const document = container.ownerDocument;
+  const window = document.defaultView;
   injectStyleSheet(document);
   const state = new TrackEditorState({ width, height, fps, duration });
 
-  const element = make("div", { className: "ms-track-editor", tabIndex: 0 });
+  const element = make("div", { className: "ms-track-editor" });
   const toolbar = make("div", { className: "ms-row" });
   const timingRow = make("div", { className: "ms-row" });
   const stage = make("div", { className: "ms-stage" });
   const canvas = make("canvas", { title: CANVAS_HELP });
   const status = make("div", { className: "ms-status" });
-  stage.append(canvas);
+  // Holds the keyboard focus (see the top of this file); read-only, so nothing can be typed into it.
+  const keySink = make("textarea", { className: "ms-key-sink", readOnly: true, tabIndex: 0, rows: 1 });
+  keySink.setAttribute("aria-label", "track editor: keyboard shortcuts");
+  stage.append(canvas, keySink);
   element.append(toolbar, timingRow, stage, status);
   container.append(element);
   const context = canvas.getContext("2d");
 
-  let anchorMode = false;
+  let mode = "draw";
+  let radius = DEFAULT_RADIUS;
   let gesture = null;
   let gestureCount = 0;
   let background = null;
   let previewTime = null;
+  let playing = null; // {last, frame} while the Play button animates the preview time
+  let hover = null; // pointer position over the canvas in Region mode (shows the radius)
   let renderPending = false;
+  let fieldCache = { tracks: null, aspect: null, field: null };
 
   // --- toolbar ---
 
-  const trackModeButton = button("Track", "drag on the image to draw a moving track", () => setAnchorMode(false));
-  const anchorModeButton = button("Anchor", "click to pin a static point (or shift-click in Track mode)", () =>
-    setAnchorMode(true),
+  const modeButtons = {
+    draw: button("Draw", "drag to draw a new track, also across existing tracks", () => setMode("draw")),
+    move: button("Move", "drag a point or a line to move it", () => setMode("move")),
+    anchor: button("Anchor", "click to pin a static point (or shift-click in Draw mode)", () => setMode("anchor")),
+    region: button("Region", "drag to move a region of the image (radius r); shift-click pins a region", () =>
+      setMode("region"),
+    ),
+  };
+  const radiusInput = numberInput("radius of region drags, a fraction of the frame's shorter side ([ and ] resize)", 0.01, (value) =>
+    applyRadius(value),
   );
+  radiusInput.max = String(MAX_RADIUS);
+  const gridInput = make("input", {
+    type: "number",
+    step: 1,
+    min: 1,
+    max: 64,
+    title: "grid tracks per side that region drags move (empty: one per 16 pixels of the frame's shorter side)",
+  });
+  gridInput.addEventListener("change", () => {
+    const value = gridInput.value === "" ? null : Number(gridInput.value);
+    attempt(() => state.setRegionGrid(value));
+  });
   const undoButton = button("Undo", "Ctrl+Z", () => editor.undo());
   const redoButton = button("Redo", "Ctrl+Shift+Z", () => editor.redo());
   const deleteButton = button("Delete", "delete the selected track (Del)", () => editor.deleteSelected());
@@ -99,8 +185,12 @@ export function createTrackEditor(container, options = {}) {
   const fileInput = make("input", { type: "file", accept: ".json,application/json", hidden: true });
   fileInput.addEventListener("change", () => importFile(fileInput.files?.[0]));
   toolbar.append(
-    trackModeButton,
-    anchorModeButton,
+    ...Object.values(modeButtons),
+    label("r"),
+    radiusInput,
+    label("grid"),
+    gridInput,
+    make("span", { className: "ms-sep" }),
     undoButton,
     redoButton,
     deleteButton,
@@ -118,9 +208,11 @@ export function createTrackEditor(container, options = {}) {
   );
   const clipInput = numberInput("clip length (s)", 0.5, (value) => applyClip({ duration: value }));
   const fpsInput = numberInput("frames per second", 1, (value) => applyClip({ fps: value }));
+  const playButton = button("Play", "play the tracks over the clip (Space)", () => togglePlay());
   const timeSlider = make("input", { type: "range", min: 0, step: "any", title: "preview positions at time t" });
   const timeLabel = make("span", { textContent: "t –" });
   timeSlider.addEventListener("input", () => {
+    stopPlaying();
     previewTime = Number(timeSlider.value);
     refresh();
   });
@@ -133,6 +225,7 @@ export function createTrackEditor(container, options = {}) {
     clipInput,
     label("fps"),
     fpsInput,
+    playButton,
     timeSlider,
     timeLabel,
   );
@@ -147,9 +240,12 @@ export function createTrackEditor(container, options = {}) {
 
   function button(text, title, onClick) {
     const element = make("button", { type: "button", textContent: text, title });
+    // A button never keeps the focus: keys go on to the editor's key sink, not to the host.
+    element.addEventListener("mousedown", (event) => event.preventDefault());
     element.addEventListener("click", (event) => {
       event.preventDefault();
       onClick();
+      focusKeys();
     });
     return element;
   }
@@ -164,8 +260,14 @@ export function createTrackEditor(container, options = {}) {
     return input;
   }
 
-  function setAnchorMode(enabled) {
-    anchorMode = enabled;
+  function focusKeys() {
+    if (document.activeElement !== keySink) keySink.focus({ preventScroll: true });
+  }
+
+  function setMode(next) {
+    if (!MODES.includes(next)) throw new Error(`unknown editor mode ${next}; one of ${MODES.join(", ")}`);
+    mode = next;
+    if (mode !== "region") hover = null;
     refresh();
   }
 
@@ -177,6 +279,19 @@ export function createTrackEditor(container, options = {}) {
 
   function applyClip(changes) {
     attempt(() => state.setClip(changes));
+  }
+
+  // The radius of new region drags, and of the selected one.
+  function applyRadius(value, { coalesce = null } = {}) {
+    if (!(value > 0 && value <= MAX_RADIUS)) {
+      refresh();
+      showError(`the radius must be in (0, ${MAX_RADIUS}], got ${value}`);
+      return;
+    }
+    radius = roundValue(value);
+    const selected = state.selection && state.getTrack(state.selection.trackId);
+    if (selected?.region) attempt(() => state.setRegionRadius(selected.id, radius, { coalesce }));
+    else refresh();
   }
 
   // Run an edit; report its Error in the status line instead of throwing into event handlers.
@@ -216,27 +331,74 @@ export function createTrackEditor(container, options = {}) {
     setTimeout(() => URL.revokeObjectURL(link.href), 1000);
   }
 
+  // --- playback ---
+
+  function togglePlay() {
+    if (playing) stopPlaying();
+    else startPlaying();
+    refresh();
+  }
+
+  function startPlaying() {
+    const { duration: clipDuration } = state.clip;
+    if (!(clipDuration > 0)) return;
+    if (previewTime === null || previewTime >= clipDuration) previewTime = 0;
+    playing = { last: performance.now(), frame: requestAnimationFrame(advance) };
+  }
+
+  function stopPlaying() {
+    if (!playing) return;
+    cancelAnimationFrame(playing.frame);
+    playing = null;
+  }
+
+  function advance(now) {
+    if (!playing) return;
+    const clipDuration = state.clip.duration;
+    previewTime = Math.min(clipDuration, previewTime + Math.max(0, now - playing.last) / 1000);
+    playing.last = now;
+    if (previewTime >= clipDuration) {
+      playing = null;
+      refresh();
+      return;
+    }
+    playing.frame = requestAnimationFrame(advance);
+    updateTimeline();
+    render();
+  }
+
   // --- view refresh ---
 
   function refresh() {
     const { clip, selection } = state;
-    trackModeButton.classList.toggle("ms-active", !anchorMode);
-    anchorModeButton.classList.toggle("ms-active", anchorMode);
+    for (const [name, modeButton] of Object.entries(modeButtons)) modeButton.classList.toggle("ms-active", mode === name);
     undoButton.disabled = !state.canUndo;
     redoButton.disabled = !state.canRedo;
     deleteButton.disabled = !selection;
     clearButton.disabled = state.tracks.length === 0;
+    const selectedTrack = selection && state.getTrack(selection.trackId);
     const timing = selection && state.trackTiming(selection.trackId);
     setInputValue(startInput, timing?.start);
-    setInputValue(lengthInput, timing && state.getTrack(selection.trackId).keyframes.length > 1 ? timing.duration : undefined);
+    setInputValue(lengthInput, timing && selectedTrack.keyframes.length > 1 ? timing.duration : undefined);
     setInputValue(clipInput, clip.duration);
     setInputValue(fpsInput, clip.fps);
+    setInputValue(radiusInput, selectedTrack?.region ? selectedTrack.region.radius : radius);
+    setInputValue(gridInput, state.regionGrid);
     timeSlider.max = String(clip.duration);
-    timeLabel.textContent = previewTime === null ? "t –" : `t ${previewTime.toFixed(2)} s`;
+    playButton.textContent = playing ? "Pause" : "Play";
+    playButton.classList.toggle("ms-active", Boolean(playing));
+    playButton.disabled = !(clip.duration > 0);
+    updateTimeline();
     status.classList.remove("ms-error");
-    status.textContent = describeSelection() ?? HINT;
+    status.textContent = describeSelection() ?? HINTS[mode];
+    canvas.style.cursor = mode === "move" ? "move" : mode === "region" ? "grab" : "crosshair";
     fitCanvas();
     render();
+  }
+
+  function updateTimeline() {
+    if (previewTime !== null && document.activeElement !== timeSlider) timeSlider.value = String(previewTime);
+    timeLabel.textContent = previewTime === null ? "t –" : `t ${previewTime.toFixed(2)} s`;
   }
 
   function setInputValue(input, value) {
@@ -249,6 +411,12 @@ export function createTrackEditor(container, options = {}) {
     if (!selected) return null;
     const { track, index, keyframe } = selected;
     const where = `x ${formatNumber(keyframe.x)}  y ${formatNumber(keyframe.y)}  t ${formatNumber(keyframe.t, 3)} s`;
+    if (track.region) {
+      const size = `r ${formatNumber(track.region.radius, 3)}`;
+      if (track.region.kind === "anchor") return `region anchor #${track.id}  ${size}  ${where}`;
+      const kind = track.region.kind === "live" ? "live region drag" : "region drag";
+      return `${kind} #${track.id}  ${size}  point ${index + 1}/${track.keyframes.length}  ${where}`;
+    }
     if (track.static) return `anchor #${track.id}  ${where}`;
     const hidden = keyframe.visible === false ? "  (hidden until next)" : "";
     return `track #${track.id}  point ${index + 1}/${track.keyframes.length}  ${where}${hidden}`;
@@ -326,22 +494,43 @@ export function createTrackEditor(container, options = {}) {
 
   // --- pointer gestures ---
 
+  function streamTime() {
+    const now = liveClock?.();
+    return typeof now === "number" && Number.isFinite(now) && now >= 0 ? now : null;
+  }
+
   function onPointerDown(event) {
     if (event.button !== 0 || gesture) return;
     event.preventDefault();
-    element.focus({ preventScroll: true });
+    event.stopPropagation(); // the host must not start dragging the node
+    focusKeys();
     const point = normalisedPoint(event);
-    const hit = event.altKey ? null : hitTest(point, point.rect);
+    const hit = hitTest(point, point.rect);
     gestureCount += 1;
-    if (hit) {
-      state.select(hit.trackId, hit.keyframeIndex);
-      gesture = { kind: hit.keyframeIndex === null ? "move-track" : "move-keyframe", ...hit, last: point, moved: false };
-    } else if (anchorMode || event.shiftKey) {
+    if (mode === "anchor" || (mode === "draw" && event.shiftKey)) {
       attempt(() => state.addAnchor(point.x, point.y));
       return;
-    } else {
-      gesture = { kind: "draw", start: point, samples: [sampleOf(event, point)], moved: false };
     }
+    if (mode === "region" && event.shiftKey) {
+      attempt(() => state.addRegionAnchor(point.x, point.y, { radius, start: streamTime() ?? 0 }));
+      return;
+    }
+    if (mode === "move") {
+      if (hit) {
+        state.select(hit.trackId, hit.keyframeIndex);
+        gesture = { kind: hit.keyframeIndex === null ? "move-track" : "move-keyframe", ...hit, last: point };
+      } else {
+        gesture = { kind: "none" };
+      }
+    } else {
+      // Draw and Region: a press that turns into a drag draws, whatever it started on; a click selects.
+      gesture = { kind: mode === "region" ? "region" : "draw", hit, start: point, samples: [sampleOf(event, point)] };
+      if (mode === "region") {
+        const now = streamTime();
+        gesture.region = { radius, live: now !== null, start: now ?? 0 };
+      }
+    }
+    gesture.moved = false;
     gesture.pointerId = event.pointerId;
     gesture.coalesce = `gesture-${gestureCount}`;
     canvas.setPointerCapture?.(event.pointerId);
@@ -353,14 +542,23 @@ export function createTrackEditor(container, options = {}) {
   }
 
   function onPointerMove(event) {
-    if (!gesture || event.pointerId !== gesture.pointerId) return;
+    if (!gesture) {
+      if (mode === "region") {
+        hover = normalisedPoint(event);
+        scheduleRender();
+      }
+      return;
+    }
+    if (event.pointerId !== gesture.pointerId) return;
     const point = normalisedPoint(event);
-    if (gesture.kind === "draw") {
+    if (gesture.kind === "none") return;
+    if (gesture.kind === "draw" || gesture.kind === "region") {
       const events = event.getCoalescedEvents?.() ?? [];
       for (const coalesced of events.length ? events : [event]) {
         gesture.samples.push(sampleOf(coalesced, normalisedPoint(coalesced)));
       }
       gesture.moved ||= distancePx(point, gesture.start, point.rect) >= CLICK_SLOP_PX;
+      hover = gesture.kind === "region" ? point : null;
       scheduleRender();
       return;
     }
@@ -372,7 +570,7 @@ export function createTrackEditor(container, options = {}) {
     }
     gesture.last = point;
     gesture.moved = true;
-    status.textContent = describeSelection() ?? HINT;
+    status.textContent = describeSelection() ?? HINTS[mode];
     scheduleRender();
   }
 
@@ -381,14 +579,19 @@ export function createTrackEditor(container, options = {}) {
     const finished = gesture;
     gesture = null;
     canvas.releasePointerCapture?.(event.pointerId);
-    if (finished.kind === "draw") {
+    if (finished.kind === "draw" || finished.kind === "region") {
       if (event.type === "pointercancel") return refresh();
       if (!finished.moved) {
-        state.clearSelection();
+        if (finished.hit) state.select(finished.hit.trackId, finished.hit.keyframeIndex);
+        else state.clearSelection();
         return refresh();
       }
       finished.samples.push(sampleOf(event, normalisedPoint(event)));
-      attempt(() => state.addTrackFromDrag(finished.samples));
+      if (finished.kind === "draw") attempt(() => state.addTrackFromDrag(finished.samples));
+      else attempt(() => state.addRegionDrag(finished.samples, finished.region));
+    } else if (finished.kind === "none") {
+      state.clearSelection();
+      refresh();
     } else if (finished.moved) {
       commit();
     } else {
@@ -396,23 +599,35 @@ export function createTrackEditor(container, options = {}) {
     }
   }
 
+  function onPointerLeave() {
+    if (hover && !gesture) {
+      hover = null;
+      scheduleRender();
+    }
+  }
+
   // --- keyboard ---
 
+  // Capture phase on the editor: runs before anything inside it and stops the keys it handles, so
+  // the host (ComfyUI's keybindings, node deletion) never sees them. Number fields keep their keys.
   function onKeyDown(event) {
-    if (event.target instanceof HTMLInputElement) return;
+    const target = event.target;
+    if (target instanceof window.HTMLInputElement || (target instanceof window.HTMLTextAreaElement && target !== keySink)) return;
     const key = event.key.toLowerCase();
     const command = event.ctrlKey || event.metaKey;
     let handled = true;
     if (command && key === "z" && !event.shiftKey) editor.undo();
     else if (command && ((key === "z" && event.shiftKey) || key === "y")) editor.redo();
+    else if (command || event.altKey) handled = false;
     else if (key === "delete" || key === "backspace") editor.deleteSelected();
     else if (key === "escape") {
       state.clearSelection();
       refresh();
-    } else if (key === "v" && !command) toggleSelectedVisibility();
+    } else if (key === "v") toggleSelectedVisibility();
+    else if (key === " ") togglePlay();
+    else if (key === "[" || key === "]") applyRadius(roundValue(key === "]" ? radius * RADIUS_STEP : radius / RADIUS_STEP), { coalesce: "radius-keys" });
     else handled = false;
     if (handled) {
-      // Keep the host (ComfyUI's graph undo, node deletion) from acting on the same keys.
       event.preventDefault();
       event.stopPropagation();
     }
@@ -420,7 +635,7 @@ export function createTrackEditor(container, options = {}) {
 
   function toggleSelectedVisibility() {
     const selected = state.selectedKeyframe();
-    if (!selected || state.selection.keyframeIndex === null) return;
+    if (!selected || state.selection.keyframeIndex === null || selected.track.region) return;
     attempt(() => state.setKeyframeVisible(selected.track.id, selected.index, selected.keyframe.visible === false));
   }
 
@@ -433,7 +648,9 @@ export function createTrackEditor(container, options = {}) {
       renderPending = false;
       render();
       if (onInput && gesture?.moved) {
-        onInput(gesture.kind === "draw" ? state.exportJsonWithDraft(gesture.samples) : state.exportJson());
+        if (gesture.kind === "draw") onInput(state.exportJsonWithDraft(gesture.samples));
+        else if (gesture.kind === "region") onInput(state.exportJsonWithDraft(gesture.samples, { region: gesture.region }));
+        else onInput(state.exportJson());
       }
     });
   }
@@ -446,12 +663,22 @@ export function createTrackEditor(container, options = {}) {
     if (background) context.drawImage(background, 0, 0, width, height);
     else drawPlaceholder(width, height, unit);
     const toCanvas = (point) => [point.x * width, point.y * height];
+    const radiusPx = (value) => value * Math.min(width, height);
     const selectedId = state.selection?.trackId;
+    if (previewTime !== null) drawRegionGrid(toCanvas, unit);
     for (const track of state.tracks) {
-      drawTrack(track, track.id === selectedId, toCanvas, unit);
+      if (track.region) drawRegion(track, track.id === selectedId, toCanvas, radiusPx, unit);
+      else drawTrack(track, track.id === selectedId, toCanvas, unit);
     }
-    if (gesture?.kind === "draw") drawStroke(gesture.samples, toCanvas, unit);
-    if (previewTime !== null) drawTimeMarkers(toCanvas, unit);
+    if (gesture?.kind === "draw") drawStroke(gesture.samples, toCanvas, "#fff", unit);
+    if (gesture?.kind === "region") {
+      const color = REGION_COLORS[gesture.region.live ? "live" : "path"];
+      drawRadius(toCanvas(gesture.start), radiusPx(gesture.region.radius), color, true, unit);
+      drawStroke(gesture.samples, toCanvas, color, unit);
+    } else if (hover && mode === "region") {
+      drawRadius(toCanvas(hover), radiusPx(radius), REGION_COLORS[streamTime() === null ? "path" : "live"], false, unit);
+    }
+    if (previewTime !== null) drawTimeMarkers(toCanvas, radiusPx, unit);
   }
 
   function drawPlaceholder(width, height, unit) {
@@ -479,6 +706,11 @@ export function createTrackEditor(container, options = {}) {
       drawKeyframeRing(track, points, unit);
       return;
     }
+    drawPath(track, points, color, selected, unit);
+    drawKeyframeRing(track, points, unit);
+  }
+
+  function drawPath(track, points, color, selected, unit) {
     for (let index = 1; index < points.length; index += 1) {
       const hidden = track.keyframes[index - 1].visible === false;
       context.setLineDash(hidden ? [4 * unit, 4 * unit] : []);
@@ -488,16 +720,86 @@ export function createTrackEditor(container, options = {}) {
     context.setLineDash([]);
     if (points.length > 1) drawArrowHead(points[points.length - 2], points[points.length - 1], color, unit);
     points.forEach(([x, y], index) => {
-      const radius = (index === 0 ? 5 : selected ? 3.5 : 2.5) * unit;
+      const size = (index === 0 ? 5 : selected ? 3.5 : 2.5) * unit;
       context.beginPath();
-      context.arc(x, y, radius, 0, 2 * Math.PI);
+      context.arc(x, y, size, 0, 2 * Math.PI);
       context.fillStyle = index === 0 ? color : selected ? "#fff" : color;
       context.fill();
       context.lineWidth = unit;
       context.strokeStyle = "#000";
       context.stroke();
     });
+  }
+
+  // A region handle: the circle it grabs (its radius), then its path like a track's; an anchor is a
+  // red circle with a pin.
+  function drawRegion(track, selected, toCanvas, radiusPx, unit) {
+    const color = REGION_COLORS[track.region.kind];
+    const points = track.keyframes.map(toCanvas);
+    context.lineCap = "round";
+    context.lineJoin = "round";
+    drawRadius(points[0], radiusPx(track.region.radius), color, selected, unit);
+    if (track.region.kind === "anchor") {
+      const [x, y] = points[0];
+      const size = (selected ? 6 : 4.5) * unit;
+      context.beginPath();
+      context.moveTo(x, y - size);
+      context.lineTo(x + size, y);
+      context.lineTo(x, y + size);
+      context.lineTo(x - size, y);
+      context.closePath();
+      context.fillStyle = color;
+      context.fill();
+      context.lineWidth = 1.5 * unit;
+      context.strokeStyle = selected ? "#fff" : "#000";
+      context.stroke();
+    } else {
+      drawPath(track, points, color, selected, unit);
+    }
     drawKeyframeRing(track, points, unit);
+  }
+
+  function drawRadius([x, y], size, color, solid, unit) {
+    context.beginPath();
+    context.arc(x, y, size, 0, 2 * Math.PI);
+    context.globalAlpha = 0.14;
+    context.fillStyle = color;
+    context.fill();
+    context.globalAlpha = 1;
+    context.setLineDash(solid ? [] : [5 * unit, 4 * unit]);
+    context.lineWidth = 1.5 * unit;
+    context.strokeStyle = color;
+    context.stroke();
+    context.setLineDash([]);
+  }
+
+  function currentField() {
+    const aspect = state.clip.width / state.clip.height;
+    if (fieldCache.tracks !== state.tracks || fieldCache.aspect !== aspect) {
+      const regions = state.regions;
+      fieldCache = {
+        tracks: state.tracks,
+        aspect,
+        field: regions.length ? regionField(regions, { aspect, basePoints: regionGridPoints(PREVIEW_GRID) }) : null,
+      };
+    }
+    return fieldCache.field;
+  }
+
+  // The grid the region drags move, at the preview time: moved points bright, the rest faint.
+  function drawRegionGrid(toCanvas, unit) {
+    const field = currentField();
+    if (!field) return;
+    const positions = field.positionsAt(previewTime);
+    const base = field.basePoints;
+    for (let index = 0; index < positions.length; index += 2) {
+      const moved = Math.hypot(positions[index] - base[index], positions[index + 1] - base[index + 1]) > 1e-3;
+      const [x, y] = toCanvas({ x: positions[index], y: positions[index + 1] });
+      context.beginPath();
+      context.arc(x, y, (moved ? 2.2 : 1.4) * unit, 0, 2 * Math.PI);
+      context.fillStyle = moved ? "rgba(255,255,255,0.9)" : "rgba(255,255,255,0.3)";
+      context.fill();
+    }
   }
 
   function drawKeyframeRing(track, points, unit) {
@@ -532,20 +834,36 @@ export function createTrackEditor(container, options = {}) {
     context.fill();
   }
 
-  function drawStroke(samples, toCanvas, unit) {
+  function drawStroke(samples, toCanvas, color, unit) {
     context.beginPath();
     samples.forEach((sample, index) => {
       const [x, y] = toCanvas(sample);
       if (index === 0) context.moveTo(x, y);
       else context.lineTo(x, y);
     });
-    context.strokeStyle = "#fff";
+    context.strokeStyle = color;
     context.lineWidth = 2 * unit;
     context.stroke();
   }
 
-  function drawTimeMarkers(toCanvas, unit) {
+  function drawTimeMarkers(toCanvas, radiusPx, unit) {
     for (const track of state.tracks) {
+      if (track.region) {
+        if (track.region.kind === "anchor") continue;
+        // The handle where it is at the preview time, with the circle it carries.
+        const [x, y] = toCanvas(regionHandleAt(track, previewTime));
+        context.beginPath();
+        context.arc(x, y, radiusPx(track.region.radius), 0, 2 * Math.PI);
+        context.lineWidth = 2 * unit;
+        context.strokeStyle = REGION_COLORS[track.region.kind];
+        context.stroke();
+        context.beginPath();
+        context.arc(x, y, 6 * unit, 0, 2 * Math.PI);
+        context.fillStyle = "#fff";
+        context.fill();
+        context.stroke();
+        continue;
+      }
       const position = track.static ? null : positionAt(track, previewTime);
       if (!position) continue;
       const [x, y] = toCanvas(position);
@@ -565,7 +883,12 @@ export function createTrackEditor(container, options = {}) {
   canvas.addEventListener("pointermove", onPointerMove);
   canvas.addEventListener("pointerup", onPointerUp);
   canvas.addEventListener("pointercancel", onPointerUp);
-  element.addEventListener("keydown", onKeyDown);
+  canvas.addEventListener("pointerleave", onPointerLeave);
+  element.addEventListener("keydown", onKeyDown, true);
+  // A press anywhere in the editor but a field gives it the keys.
+  element.addEventListener("pointerdown", (event) => {
+    if (!(event.target instanceof window.HTMLInputElement)) focusKeys();
+  });
   const resizeObserver = new ResizeObserver(() => {
     fitCanvas();
     render();
@@ -576,6 +899,7 @@ export function createTrackEditor(container, options = {}) {
     element,
     toolbar,
     state,
+    keySink,
 
     exportJson: () => state.exportJson(),
 
@@ -608,6 +932,45 @@ export function createTrackEditor(container, options = {}) {
     deleteSelected() {
       const selected = state.selection;
       if (selected) attempt(() => state.deleteTrack(selected.trackId));
+    },
+
+    get mode() {
+      return mode;
+    },
+
+    /** "draw", "move", "anchor" or "region" (the toolbar's mode buttons). */
+    setMode,
+
+    /** Radius of new region drags (and of the selected one when it is a region). */
+    get radius() {
+      return radius;
+    },
+
+    setRadius(value) {
+      applyRadius(value);
+    },
+
+    get previewTime() {
+      return previewTime;
+    },
+
+    /** Show positions at time t (seconds), or null for none. */
+    setPreviewTime(time) {
+      stopPlaying();
+      previewTime = time === null ? null : Math.min(Math.max(0, Number(time)), state.clip.duration);
+      refresh();
+    },
+
+    get playing() {
+      return playing !== null;
+    },
+
+    play() {
+      if (!playing) togglePlay();
+    },
+
+    pause() {
+      if (playing) togglePlay();
     },
 
     /** Frame size in pixels; notifies only when it changes. */
@@ -655,6 +1018,7 @@ export function createTrackEditor(container, options = {}) {
     refresh,
 
     destroy() {
+      stopPlaying();
       resizeObserver.disconnect();
       element.remove();
     },

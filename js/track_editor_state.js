@@ -1,9 +1,28 @@
-// State model of the MotionStream track editor: tracks, anchors, selection, undo/redo and the
-// `motionstream-tracks` widget JSON. Pure module (no DOM, no ComfyUI) so node can unit-test it.
-// The schema and its rules are those of motionstream_core/motion/formats/widget_json.py.
+// State model of the MotionStream track editor: tracks, anchors, region drags, selection, undo/redo
+// and the `motionstream-tracks` widget JSON. Pure module (no DOM, no ComfyUI) so node can unit-test it.
+// The schema and its rules are those of motionstream_core/motion/formats/widget_json.py (and
+// region_drags.py); the region grid preview mirrors motionstream_core/motion/drag_control.py.
 
 export const WIDGET_FORMAT = "motionstream-tracks";
-export const WIDGET_VERSION = 1;
+// The newest version read; a document without region drags is written as version 1.
+export const WIDGET_VERSION = 2;
+export const POINT_TRACKS_VERSION = 1;
+export const REGIONS_VERSION = 2;
+// Region drags: handles that move a grid of tracks (see region_drags.py).
+export const REGION_KINDS = Object.freeze(["path", "live", "anchor"]);
+export const MAX_REGIONS = 64;
+export const DEFAULT_RADIUS = 0.15;
+export const MAX_RADIUS = 2;
+export const DEFAULT_REGION_GRID = 50;
+export const MAX_REGION_GRID = 64;
+
+/**
+ * The grid a frame gets when the document names none (as default_grid_size in drag_control.py):
+ * one track per 16 pixels of the shorter side, from 4 to 50 per side.
+ */
+export function defaultRegionGrid(width, height) {
+  return Math.max(4, Math.min(DEFAULT_REGION_GRID, Math.round(Math.min(width, height) / 16)));
+}
 export const DEFAULT_CLIP = Object.freeze({ width: 832, height: 480, fps: 16, duration: 5 });
 export const MAX_TRACK_ID = 2 ** 24 - 1;
 export const MAX_TRACKS = 10_000;
@@ -38,8 +57,23 @@ function makeKeyframe(t, x, y, visible = true) {
   return Object.freeze(keyframe);
 }
 
-function makeTrack(id, isStatic, keyframes) {
-  return Object.freeze({ id, static: isStatic, keyframes: Object.freeze(keyframes) });
+// A track, or a region handle when `region` ({kind, radius}) is given; both share ids, selection and history.
+function makeTrack(id, isStatic, keyframes, region = null) {
+  const track = { id, static: isStatic, keyframes: Object.freeze(keyframes) };
+  if (region) track.region = Object.freeze({ kind: region.kind, radius: region.radius });
+  return Object.freeze(track);
+}
+
+// The same track with other keyframes (keeps static and region).
+function withKeyframes(track, keyframes) {
+  return makeTrack(track.id, track.static, keyframes, track.region ?? null);
+}
+
+function checkRadius(radius) {
+  if (!(typeof radius === "number" && radius > 0 && radius <= MAX_RADIUS)) {
+    throw new Error(`radius must be in (0, ${MAX_RADIUS}], got ${describe(radius)}`);
+  }
+  return radius;
 }
 
 function checkKeyframeGaps(keyframes, trackId) {
@@ -143,6 +177,52 @@ export function keyframesFromDrag(samples, { start, duration, tolerance = DEFAUL
 }
 
 /**
+ * Keyframes of a drag made while a stream runs: the pointer's own pacing in real time, from
+ * `start` (the stream's clock when the drag began), so one second of dragging is one second of video.
+ * Unlike a drawn drag, holds are kept: they are time the stream spends with the region held still.
+ */
+export function keyframesFromLiveDrag(samples, { start, tolerance = DEFAULT_SIMPLIFY_TOLERANCE }) {
+  if (!(Number.isFinite(start) && start >= 0)) throw new Error(`a live drag's start must be >= 0, got ${start}`);
+  const finite = samples.filter((sample) => [sample.t, sample.x, sample.y].every(Number.isFinite));
+  if (finite.length < 1) throw new Error("a drag needs at least one pointer sample");
+  const origin = finite[0].t;
+  const points = [];
+  for (const sample of finite) {
+    const t = Math.max(sample.t - origin, points.length ? points[points.length - 1].t : 0); // never back in time
+    points.push({ t, x: sample.x, y: sample.y });
+  }
+  const keyframes = [];
+  for (const point of simplifySamples(points, tolerance)) {
+    const keyframe = makeKeyframe(start + point.t, point.x, point.y);
+    const previous = keyframes[keyframes.length - 1];
+    if (previous && keyframe.t - previous.t < MIN_KEYFRAME_GAP) {
+      if (keyframes.length === 1) continue; // keep the grab point
+      keyframes.pop();
+    }
+    keyframes.push(keyframe);
+  }
+  return keyframes;
+}
+
+/**
+ * Where a region handle is at time t: its grab point until its first keyframe, linear in between,
+ * where it was dropped after the last one (the region stays moved). Returns {x, y}.
+ */
+export function regionHandleAt(track, t) {
+  const keyframes = track.keyframes;
+  const first = keyframes[0];
+  const last = keyframes[keyframes.length - 1];
+  if (t <= first.t) return { x: first.x, y: first.y };
+  if (t >= last.t) return { x: last.x, y: last.y };
+  let index = 0;
+  while (index < keyframes.length - 1 && keyframes[index + 1].t < t) index += 1;
+  const from = keyframes[index];
+  const to = keyframes[index + 1];
+  const weight = to.t > from.t ? (t - from.t) / (to.t - from.t) : 1;
+  return { x: from.x + (to.x - from.x) * weight, y: from.y + (to.y - from.y) * weight };
+}
+
+/**
  * Where a track is at time t, with the importer's rules: invisible before its first keyframe,
  * linear in between (visibility of the earlier keyframe), after the last keyframe a moving track
  * is invisible and a static one holds. Returns {x, y, visible} or null when not shown.
@@ -240,9 +320,50 @@ function parseTrack(raw, index) {
   return { id, static: isStatic, keyframes };
 }
 
+function parseRegion(raw, index) {
+  if (!isPlainObject(raw)) throw new Error(`region ${index} must be an object, got ${describe(raw)}`);
+  const id = readInteger(raw.id, `id of region ${index}`, 0, MAX_TRACK_ID);
+  if (!REGION_KINDS.includes(raw.kind)) {
+    throw new Error(`'kind' of region ${id} must be one of ${REGION_KINDS.join(", ")}; got ${describe(raw.kind)}`);
+  }
+  const radius = readNumber(raw.radius, `'radius' of region ${id}`);
+  if (!(radius > 0 && radius <= MAX_RADIUS)) throw new Error(`'radius' of region ${id} must be in (0, ${MAX_RADIUS}], got ${radius}`);
+  if (!Array.isArray(raw.keyframes) || raw.keyframes.length === 0) {
+    throw new Error(`region ${id} needs a non-empty 'keyframes' list`);
+  }
+  const keyframes = raw.keyframes.map((keyframe, number) => {
+    const where = `keyframe ${number} of region ${id}`;
+    if (!isPlainObject(keyframe)) throw new Error(`${where} must be an object, got ${describe(keyframe)}`);
+    const t = readNumber(keyframe.t, `'t' of ${where}`);
+    if (t < 0) throw new Error(`'t' of ${where} must not be negative, got ${t}`);
+    const x = readNumber(keyframe.x, `'x' of ${where}`);
+    const y = readNumber(keyframe.y, `'y' of ${where}`);
+    if ([x, y].some((value) => value < MIN_COORDINATE || value > MAX_COORDINATE)) {
+      throw new Error(
+        `${where} at (${x}, ${y}) lies far outside the frame; ` +
+          `normalised coordinates must be in [${MIN_COORDINATE}, ${MAX_COORDINATE}]`,
+      );
+    }
+    return { t, x, y, visible: true };
+  });
+  keyframes.sort((a, b) => a.t - b.t);
+  for (let number = 1; number < keyframes.length; number += 1) {
+    if (keyframes[number].t - keyframes[number - 1].t < SAME_TIME_EPSILON) {
+      throw new Error(`region ${id} has two keyframes at the same time`);
+    }
+  }
+  const isAnchor = raw.kind === "anchor";
+  if (isAnchor && keyframes.some((keyframe) => keyframe.x !== keyframes[0].x || keyframe.y !== keyframes[0].y)) {
+    throw new Error(`anchor region ${id} must not move (all keyframes need the same x and y)`);
+  }
+  return { id, static: isAnchor, keyframes, region: { kind: raw.kind, radius } };
+}
+
 /**
  * Validate a widget document (JSON text or parsed object) and return
- * {width, height, fps, duration, tracks}. Throws an Error naming the first problem.
+ * {width, height, fps, duration, regionGrid, tracks}; region drags (version 2) are among `tracks`,
+ * with a `region` ({kind, radius}); regionGrid is the document's region_grid or null (the default
+ * for the frame size). Throws an Error naming the first problem.
  * Unlike the Python importer an empty track list is accepted: it is what an empty editor holds.
  */
 export function parseTracksDocument(source) {
@@ -262,8 +383,8 @@ export function parseTracksDocument(source) {
   if (typeof document.version !== "number" || !Number.isInteger(document.version)) {
     throw new Error(`widget JSON version must be an integer, got ${describe(document.version)}`);
   }
-  if (document.version !== WIDGET_VERSION) {
-    throw new Error(`unsupported widget JSON version ${document.version} (this editor reads ${WIDGET_VERSION})`);
+  if (document.version < 1 || document.version > WIDGET_VERSION) {
+    throw new Error(`unsupported widget JSON version ${document.version} (this editor reads 1 to ${WIDGET_VERSION})`);
   }
   const width = readInteger(document.width, "width", 1, MAX_FRAME_SIZE);
   const height = readInteger(document.height, "height", 1, MAX_FRAME_SIZE);
@@ -275,6 +396,28 @@ export function parseTracksDocument(source) {
   }
   const tracks = document.tracks.map(parseTrack);
   if (new Set(tracks.map((track) => track.id)).size !== tracks.length) throw new Error("track ids must be unique");
+  const regionGrid =
+    document.region_grid === undefined || document.region_grid === null
+      ? null
+      : readInteger(document.region_grid, "region_grid", 1, MAX_REGION_GRID);
+  let regions = [];
+  if (document.regions !== undefined && document.regions !== null) {
+    if (document.version < REGIONS_VERSION) {
+      throw new Error(`'regions' need widget JSON version ${REGIONS_VERSION} (the document says ${document.version})`);
+    }
+    if (!Array.isArray(document.regions)) {
+      throw new Error(`'regions' of the widget JSON must be a list, got ${describe(document.regions)}`);
+    }
+    if (document.regions.length > MAX_REGIONS) {
+      throw new Error(`too many region drags: ${document.regions.length} (the limit is ${MAX_REGIONS})`);
+    }
+    regions = document.regions.map(parseRegion);
+    if (new Set(regions.map((region) => region.id)).size !== regions.length) throw new Error("region ids must be unique");
+    const trackIds = new Set(tracks.map((track) => track.id));
+    const shared = regions.find((region) => trackIds.has(region.id));
+    if (shared) throw new Error(`id ${shared.id} is both a track's and a region's; ids must be unique across both`);
+  }
+  tracks.push(...regions);
 
   let duration;
   if (document.duration === undefined || document.duration === null) {
@@ -284,8 +427,9 @@ export function parseTracksDocument(source) {
     duration = readNumber(document.duration, "duration");
     if (duration < 0) throw new Error(`duration must not be negative, got ${duration}`);
   }
-  checkFrameBudget(duration, fps, tracks.length);
-  return { width, height, fps, duration, tracks };
+  const grid = regionGrid ?? defaultRegionGrid(width, height);
+  checkFrameBudget(duration, fps, tracks.length - regions.length + (regions.length ? grid ** 2 : 0));
+  return { width, height, fps, duration, regionGrid, tracks };
 }
 
 function checkFrameBudget(duration, fps, trackCount) {
@@ -316,6 +460,7 @@ export class TrackEditorState {
   #redoStack = [];
   #historyLimit;
   #lastCoalesceKey = null;
+  #regionGrid = null; // null: the default for the frame size
 
   constructor({ width, height, fps, duration, historyLimit = DEFAULT_HISTORY_LIMIT } = {}) {
     this.#clip = Object.freeze(validateClip({ ...DEFAULT_CLIP }, { width, height, fps, duration }));
@@ -326,8 +471,33 @@ export class TrackEditorState {
     return this.#clip;
   }
 
+  /** Point tracks and region handles (those have a `region`: {kind, radius}), in drawing order. */
   get tracks() {
     return this.#tracks;
+  }
+
+  /** The region handles among `tracks`. */
+  get regions() {
+    return this.#tracks.filter((track) => track.region);
+  }
+
+  /** Grid tracks per side that region drags move (the document's `region_grid`). */
+  get regionGrid() {
+    return this.#regionGrid ?? defaultRegionGrid(this.#clip.width, this.#clip.height);
+  }
+
+  /** Whether the grid size was chosen (by setRegionGrid or a document) rather than derived from the frame size. */
+  get regionGridChosen() {
+    return this.#regionGrid !== null;
+  }
+
+  /** Grid tracks per side for region drags, or null for the default of the frame size; undoable. */
+  setRegionGrid(size) {
+    const grid = size === null ? null : readInteger(size, "region grid", 1, MAX_REGION_GRID);
+    const effective = grid ?? defaultRegionGrid(this.#clip.width, this.#clip.height);
+    checkFrameBudget(this.#clip.duration, this.#clip.fps, countTracks(this.#tracks, effective));
+    this.#record();
+    this.#regionGrid = grid;
   }
 
   get selection() {
@@ -384,6 +554,36 @@ export class TrackEditorState {
     return this.#addTrack(true, [makeKeyframe(start, x, y)]);
   }
 
+  /**
+   * Add a region drag from pointer samples: the grid around the first sample follows the drag
+   * within `radius` (units of the frame's shorter side). Drawn ahead ("path") it is stretched over
+   * [start, start + duration] like a track; with `live` it was made while a stream ran and keeps
+   * the pointer's real-time pacing from `start` (the stream's clock).
+   */
+  addRegionDrag(samples, { start = 0, duration, radius = DEFAULT_RADIUS, live = false, tolerance } = {}) {
+    checkRadius(radius);
+    const keyframes = live
+      ? keyframesFromLiveDrag(samples, { start, tolerance })
+      : keyframesFromDrag(samples, { start, duration: duration ?? this.#clip.duration - start, tolerance });
+    return this.#addTrack(false, keyframes, { kind: live ? "live" : "path", radius: roundValue(radius) });
+  }
+
+  /** Add a region anchor: the grid within `radius` of (x, y) stays put for drags that grab from `start` on. */
+  addRegionAnchor(x, y, { start = 0, radius = DEFAULT_RADIUS } = {}) {
+    checkRadius(radius);
+    if (![x, y, start].every(Number.isFinite) || start < 0) throw new Error("an anchor needs finite x, y and start >= 0");
+    return this.#addTrack(true, [makeKeyframe(start, x, y)], { kind: "anchor", radius: roundValue(radius) });
+  }
+
+  /** Change the radius of a region handle. */
+  setRegionRadius(trackId, radius, { coalesce = null } = {}) {
+    const track = this.#requireTrack(trackId);
+    if (!track.region) throw new Error(`track ${trackId} is not a region drag`);
+    checkRadius(radius);
+    const region = { kind: track.region.kind, radius: roundValue(radius) };
+    this.#replaceTrack(makeTrack(trackId, track.static, [...track.keyframes], region), coalesce);
+  }
+
   /** Shift a whole track; the shift is limited so that no keyframe leaves the allowed range. */
   moveTrack(trackId, dx, dy, { coalesce = null } = {}) {
     const track = this.#requireTrack(trackId);
@@ -394,7 +594,7 @@ export class TrackEditorState {
     const keyframes = track.keyframes.map((keyframe) =>
       makeKeyframe(keyframe.t, keyframe.x + limitedDx, keyframe.y + limitedDy, keyframe.visible),
     );
-    this.#replaceTrack(makeTrack(trackId, track.static, keyframes), coalesce);
+    this.#replaceTrack(withKeyframes(track, keyframes), coalesce);
   }
 
   /** Put one keyframe at (x, y); a static track moves as a whole since it has one position. */
@@ -403,16 +603,17 @@ export class TrackEditorState {
     const keyframes = track.keyframes.map((keyframe, number) =>
       number === index || track.static ? makeKeyframe(keyframe.t, x, y, keyframe.visible) : keyframe,
     );
-    this.#replaceTrack(makeTrack(trackId, track.static, keyframes), coalesce);
+    this.#replaceTrack(withKeyframes(track, keyframes), coalesce);
   }
 
   /** `visible: false` hides the point from this keyframe until the next one. */
   setKeyframeVisible(trackId, index, visible) {
     const track = this.#requireKeyframe(trackId, index);
+    if (track.region) throw new Error("region drags have no visibility: they move the grid or pin it");
     const keyframes = track.keyframes.map((keyframe, number) =>
       number === index ? makeKeyframe(keyframe.t, keyframe.x, keyframe.y, visible) : keyframe,
     );
-    this.#replaceTrack(makeTrack(trackId, track.static, keyframes));
+    this.#replaceTrack(withKeyframes(track, keyframes));
   }
 
   deleteTrack(trackId) {
@@ -450,13 +651,13 @@ export class TrackEditorState {
       makeKeyframe(newStart + (keyframe.t - current.start) * scale, keyframe.x, keyframe.y, keyframe.visible),
     );
     checkKeyframeGaps(keyframes, trackId);
-    this.#replaceTrack(makeTrack(trackId, track.static, keyframes));
+    this.#replaceTrack(withKeyframes(track, keyframes));
   }
 
   /** Change width/height/fps/duration. Pass record: false for changes that should not be undoable (frame size from an image). */
   setClip(changes, { record = true } = {}) {
     const clip = validateClip({ ...this.#clip }, changes);
-    checkFrameBudget(clip.duration, clip.fps, this.#tracks.length);
+    checkFrameBudget(clip.duration, clip.fps, countTracks(this.#tracks, this.#regionGrid ?? defaultRegionGrid(clip.width, clip.height)));
     if (record) this.#record();
     this.#clip = Object.freeze(clip);
   }
@@ -486,26 +687,37 @@ export class TrackEditorState {
 
   // --- widget JSON ---
 
-  /** The widget document with a fixed key order and coordinates rounded to 4 decimals. */
+  /**
+   * The widget document with a fixed key order and coordinates rounded to 4 decimals. Region drags
+   * make it version 2 (`regions`, `region_grid`); without them it is version 1.
+   */
   toDocument() {
     const { width, height, fps, duration } = this.#clip;
-    return {
+    const regions = this.#tracks.filter((track) => track.region);
+    const document = {
       format: WIDGET_FORMAT,
-      version: WIDGET_VERSION,
+      version: regions.length ? REGIONS_VERSION : POINT_TRACKS_VERSION,
       width,
       height,
       fps,
       duration,
-      tracks: this.#tracks.map((track) => ({
-        id: track.id,
-        static: track.static,
-        keyframes: track.keyframes.map((keyframe) =>
-          keyframe.visible === false
-            ? { t: keyframe.t, x: keyframe.x, y: keyframe.y, visible: false }
-            : { t: keyframe.t, x: keyframe.x, y: keyframe.y },
-        ),
-      })),
+      tracks: this.#tracks
+        .filter((track) => !track.region)
+        .map((track) => ({
+          id: track.id,
+          static: track.static,
+          keyframes: track.keyframes.map((keyframe) =>
+            keyframe.visible === false
+              ? { t: keyframe.t, x: keyframe.x, y: keyframe.y, visible: false }
+              : { t: keyframe.t, x: keyframe.x, y: keyframe.y },
+          ),
+        })),
     };
+    if (regions.length) {
+      document.region_grid = this.regionGrid;
+      document.regions = regions.map(regionEntry);
+    }
+    return document;
   }
 
   exportJson() {
@@ -516,11 +728,26 @@ export class TrackEditorState {
    * The document as it would be if a drag with these samples ended now, without changing the
    * state (for streaming a drag while it is drawn). Too short a drag adds nothing.
    */
-  exportJsonWithDraft(samples) {
+  exportJsonWithDraft(samples, { region = null } = {}) {
     const document = this.toDocument();
     try {
-      const keyframes = keyframesFromDrag(samples, { start: 0, duration: this.#clip.duration });
-      document.tracks.push({ id: this.#newId(), static: false, keyframes: keyframes.map((keyframe) => ({ ...keyframe })) });
+      if (region) {
+        // {radius, live, start}: a region drag in progress (a live one is what steers the stream).
+        if (this.regions.length >= MAX_REGIONS) return JSON.stringify(document);
+        const keyframes = region.live
+          ? keyframesFromLiveDrag(samples, { start: region.start ?? 0 })
+          : keyframesFromDrag(samples, { start: region.start ?? 0, duration: this.#clip.duration - (region.start ?? 0) });
+        const draft = makeTrack(this.#newId(), false, keyframes, {
+          kind: region.live ? "live" : "path",
+          radius: roundValue(checkRadius(region.radius ?? DEFAULT_RADIUS)),
+        });
+        document.version = REGIONS_VERSION;
+        document.region_grid = this.regionGrid;
+        document.regions = [...(document.regions ?? []), regionEntry(draft)];
+      } else {
+        const keyframes = keyframesFromDrag(samples, { start: 0, duration: this.#clip.duration });
+        document.tracks.push({ id: this.#newId(), static: false, keyframes: keyframes.map((keyframe) => ({ ...keyframe })) });
+      }
     } catch {
       // fewer than two samples or an empty clip: nothing to draft yet
     }
@@ -533,9 +760,10 @@ export class TrackEditorState {
     const tracks = parsed.tracks.map((track) => {
       const keyframes = track.keyframes.map((keyframe) => makeKeyframe(keyframe.t, keyframe.x, keyframe.y, keyframe.visible));
       checkKeyframeGaps(keyframes, track.id);
-      return makeTrack(track.id, track.static, keyframes);
+      return makeTrack(track.id, track.static, keyframes, track.region ?? null);
     });
     this.#record();
+    this.#regionGrid = parsed.regionGrid;
     this.#clip = Object.freeze({
       width: parsed.width,
       height: parsed.height,
@@ -549,11 +777,17 @@ export class TrackEditorState {
 
   // --- internals ---
 
-  #addTrack(isStatic, keyframes) {
-    if (this.#tracks.length >= MAX_TRACKS) throw new Error(`at most ${MAX_TRACKS} tracks`);
-    const id = this.#newId();
+  #addTrack(isStatic, keyframes, region = null) {
+    if (region && this.regions.length >= MAX_REGIONS) {
+      throw new Error(`at most ${MAX_REGIONS} region drags; delete one (or Clear) to add another`);
+    }
+    if (!region && this.#tracks.length - this.regions.length >= MAX_TRACKS) throw new Error(`at most ${MAX_TRACKS} tracks`);
+    const track = makeTrack(this.#newId(), isStatic, keyframes, region);
+    const id = track.id;
+    const withNew = [...this.#tracks, track];
+    checkFrameBudget(this.#clip.duration, this.#clip.fps, countTracks(withNew, this.regionGrid));
     this.#record();
-    this.#tracks = Object.freeze([...this.#tracks, makeTrack(id, isStatic, keyframes)]);
+    this.#tracks = Object.freeze(withNew);
     this.#nextId = id + 1;
     this.#selection = Object.freeze({ trackId: id, keyframeIndex: null });
     return id;
@@ -566,6 +800,10 @@ export class TrackEditorState {
     let id = 0;
     while (used.has(id)) id += 1;
     return id;
+  }
+
+  #trackCount() {
+    return countTracks(this.#tracks, this.regionGrid);
   }
 
   #requireTrack(trackId) {
@@ -597,16 +835,32 @@ export class TrackEditorState {
   }
 
   #snapshot() {
-    return { clip: this.#clip, tracks: this.#tracks };
+    return { clip: this.#clip, tracks: this.#tracks, regionGrid: this.#regionGrid };
   }
 
   #restore(snapshot) {
     this.#clip = snapshot.clip;
     this.#tracks = snapshot.tracks;
+    this.#regionGrid = snapshot.regionGrid;
     this.#lastCoalesceKey = null;
     const selected = this.#selection && this.getTrack(this.#selection.trackId);
     if (!selected || (this.#selection.keyframeIndex ?? 0) >= selected.keyframes.length) this.#selection = null;
   }
+}
+
+// Tracks the importer makes: point tracks plus, with any region drag, the grid.
+function countTracks(tracks, regionGrid) {
+  const regions = tracks.filter((track) => track.region).length;
+  return tracks.length - regions + (regions ? regionGrid ** 2 : 0);
+}
+
+function regionEntry(track) {
+  return {
+    id: track.id,
+    kind: track.region.kind,
+    radius: track.region.radius,
+    keyframes: track.keyframes.map((keyframe) => ({ t: keyframe.t, x: keyframe.x, y: keyframe.y })),
+  };
 }
 
 function validateClip(clip, changes = {}) {
@@ -625,4 +879,112 @@ function validateClip(clip, changes = {}) {
     result.duration = roundValue(duration);
   }
   return result;
+}
+
+// ---------------------------------------------------------------------------
+// Region grid preview: the rules of motionstream_core/motion/drag_control.py
+// ---------------------------------------------------------------------------
+
+/** The grid's base points, row-major from the top left: Float64Array [x0, y0, x1, y1, ...]. */
+export function regionGridPoints(gridSize = DEFAULT_REGION_GRID) {
+  const points = new Float64Array(gridSize * gridSize * 2);
+  for (let row = 0; row < gridSize; row += 1) {
+    for (let col = 0; col < gridSize; col += 1) {
+      const index = (row * gridSize + col) * 2;
+      points[index] = (col + 0.5) / gridSize;
+      points[index + 1] = (row + 0.5) / gridSize;
+    }
+  }
+  return points;
+}
+
+function cosineFalloff(distance, radius) {
+  return distance < radius ? 0.5 * (1 + Math.cos((Math.PI * distance) / radius)) : 0;
+}
+
+/**
+ * How region handles (tracks with a `region`) move grid points, as the Python expansion does:
+ * handles in the order of their first times (an anchor before a drag at the same time), an
+ * anchor pins what lies within its radius for the drags that grab after it, a drag weighs every
+ * point by the cosine falloff of its distance (units of the frame's shorter side, `aspect` =
+ * width / height) from where the point is at grab time, drags that overlap in time share a point.
+ * Each point moves on its own, so `basePoints` may be any points (a coarse grid to draw, say).
+ * Returns {basePoints, positionsAt(t) -> Float64Array like basePoints}.
+ */
+export function regionField(regions, { aspect = 1, basePoints = regionGridPoints() } = {}) {
+  const count = basePoints.length / 2;
+  const scaleX = Math.max(aspect, 1);
+  const scaleY = Math.max(1 / aspect, 1);
+  const distance = (x0, y0, x1, y1) => Math.hypot((x0 - x1) * scaleX, (y0 - y1) * scaleY);
+  const order = regions
+    .map((region, index) => ({ region, index }))
+    .sort(
+      (a, b) =>
+        a.region.keyframes[0].t - b.region.keyframes[0].t ||
+        (a.region.region.kind !== "anchor") - (b.region.region.kind !== "anchor") ||
+        a.index - b.index,
+    );
+  const pinned = new Float64Array(count);
+  const handles = []; // {track, grab, weights, start, end}
+  let shared = [];
+
+  // Weights of the handles registered so far, divided among those that overlap in time.
+  function share() {
+    shared = handles.map((handle, index) => {
+      const partners = handles.filter(
+        (other, otherIndex) => otherIndex === index || (handle.start < other.end && other.start < handle.end),
+      );
+      if (partners.length === 1) return handle.weights;
+      const weights = new Float64Array(count);
+      for (let point = 0; point < count; point += 1) {
+        let total = 0;
+        for (const partner of partners) total += partner.weights[point];
+        weights[point] = handle.weights[point] / Math.max(1, total);
+      }
+      return weights;
+    });
+  }
+
+  function positionsAt(t) {
+    const positions = Float64Array.from(basePoints);
+    handles.forEach((handle, index) => {
+      const at = regionHandleAt(handle.track, t);
+      const dx = at.x - handle.grab.x;
+      const dy = at.y - handle.grab.y;
+      if (dx === 0 && dy === 0) return;
+      const weights = shared[index];
+      for (let point = 0; point < count; point += 1) {
+        positions[2 * point] += weights[point] * dx;
+        positions[2 * point + 1] += weights[point] * dy;
+      }
+    });
+    return positions;
+  }
+
+  for (const { region } of order) {
+    const first = region.keyframes[0];
+    const { radius } = region.region;
+    if (region.region.kind === "anchor") {
+      for (let point = 0; point < count; point += 1) {
+        const falloff = cosineFalloff(distance(basePoints[2 * point], basePoints[2 * point + 1], first.x, first.y), radius);
+        pinned[point] = Math.max(pinned[point], falloff);
+      }
+      continue;
+    }
+    const current = positionsAt(first.t);
+    const weights = new Float64Array(count);
+    for (let point = 0; point < count; point += 1) {
+      const falloff = cosineFalloff(distance(current[2 * point], current[2 * point + 1], first.x, first.y), radius);
+      weights[point] = falloff * (1 - pinned[point]);
+    }
+    handles.push({
+      track: region,
+      grab: { x: first.x, y: first.y },
+      weights,
+      start: first.t,
+      end: region.keyframes[region.keyframes.length - 1].t,
+    });
+    share();
+  }
+  return { basePoints, positionsAt };
 }

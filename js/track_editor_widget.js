@@ -4,7 +4,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { createTrackEditor } from "./track_editor_canvas.js";
-import { publishLiveTracks } from "./live_control.js";
+import { isLive, publishLiveTracks } from "./live_control.js";
 
 const NODE_NAME = "MotionStreamTrackEditor";
 const VALUE_WIDGET = "tracks_json";
@@ -14,6 +14,32 @@ const BACKGROUND_PROPERTY = "motionstream_background";
 const EXECUTED_IMAGE_KEY = "motionstream_background";
 const IMAGE_POLL_MS = 1000;
 const MIN_EDITOR_HEIGHT = 380;
+
+// Seconds of video each running stream has sent (counted from its frames messages): the clock that
+// times region drags made while a stream runs, so they steer the chunks from now on.
+const streamClocks = new Map(); // streaming node id -> {frames, fps}
+
+function countStreamFrames(detail) {
+  const { node, fps, chunk_index: chunkIndex, frames, frame_count: frameCount, done } = detail ?? {};
+  if (node === undefined || node === null) return;
+  const id = String(node);
+  if (done) {
+    streamClocks.delete(id);
+    return;
+  }
+  const clock = chunkIndex === 0 || !streamClocks.has(id) ? { frames: 0, fps: 16 } : streamClocks.get(id);
+  clock.frames += Array.isArray(frames) ? frames.length : Number.isFinite(frameCount) ? frameCount : 0;
+  if (Number.isFinite(fps) && fps > 0) clock.fps = fps;
+  streamClocks.set(id, clock);
+}
+
+/** Where the stream `node` feeds stands (seconds of video made), or null when none runs. */
+function streamSeconds(node) {
+  if (!isLive(node)) return null;
+  let seconds = 0;
+  for (const clock of streamClocks.values()) seconds = Math.max(seconds, clock.frames / clock.fps);
+  return seconds;
+}
 
 function findWidget(node, name) {
   return node.widgets?.find((widget) => widget.name === name);
@@ -74,6 +100,7 @@ function setUpEditor(node) {
     onInput(json) {
       publishLiveTracks(node, json);
     },
+    liveClock: () => streamSeconds(node),
   });
   node.motionstreamEditor = editor;
 
@@ -171,6 +198,10 @@ function setUpEditor(node) {
 
 app.registerExtension({
   name: "MotionStream.TrackEditor",
+  setup() {
+    api.addEventListener("execution_start", () => streamClocks.clear());
+    api.addEventListener("motionstream.frames", (event) => countStreamFrames(event.detail));
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name !== NODE_NAME) return;
     const onNodeCreated = nodeType.prototype.onNodeCreated;

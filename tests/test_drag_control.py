@@ -84,3 +84,176 @@ def test_bad_samples_are_rejected():
     controller.drag("h", 1.0, 0.5, 0.5)
     with pytest.raises(ValueError, match="back in time"):
         controller.drag("h", 0.5, 0.6, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Region drags of the widget JSON (version 2): handles in, the DragController grid out
+# ---------------------------------------------------------------------------------------------
+
+import json  # noqa: E402
+
+from motionstream_core.motion.drag_control import RegionHandle, region_grid_positions  # noqa: E402
+from motionstream_core.motion.formats import tracks_from_widget_json  # noqa: E402
+from motionstream_core.motion.formats.region_drags import GRID_FIRST_ID  # noqa: E402
+
+WIDTH, HEIGHT = 832, 480
+
+
+def _region_document(regions, tracks=(), grid=12, duration=2.0, fps=8):
+    return {"format": "motionstream-tracks", "version": 2, "width": WIDTH, "height": HEIGHT, "fps": fps,
+            "duration": duration, "region_grid": grid, "tracks": list(tracks), "regions": regions}
+
+
+DRAG = {"id": 4, "kind": "path", "radius": 0.2,
+        "keyframes": [{"t": 0.25, "x": 0.4, "y": 0.5}, {"t": 1.0, "x": 0.6, "y": 0.45}]}
+ANCHOR = {"id": 5, "kind": "anchor", "radius": 0.1, "keyframes": [{"t": 0.0, "x": 0.45, "y": 0.35}]}
+LIVE = {"id": 6, "kind": "live", "radius": 0.15,
+        "keyframes": [{"t": 1.5, "x": 0.6, "y": 0.45}, {"t": 1.75, "x": 0.6, "y": 0.7}]}
+POINT_TRACK = {"id": 1, "keyframes": [{"t": 0.0, "x": 0.1, "y": 0.1}, {"t": 2.0, "x": 0.2, "y": 0.2}]}
+
+
+def test_a_region_drag_document_expands_to_the_drag_controller_grid():
+    tracks = tracks_from_widget_json(json.dumps(_region_document([DRAG, ANCHOR, LIVE], [POINT_TRACK])))
+    # The grid comes first, with ids from the top of the id range; the point track follows.
+    assert tracks.num_tracks == 12 * 12 + 1 and tracks.num_frames == 17
+    assert tracks.track_ids[:144].tolist() == list(range(GRID_FIRST_ID, GRID_FIRST_ID + 144))
+    assert tracks.track_ids[-1] == 1 and not bool(tracks.static.any())
+
+    # The same edits made by hand on a DragController, in the order of their times.
+    controller = DragController(fps=8, grid_size=12, aspect=WIDTH / HEIGHT)
+    controller.pin(0.45, 0.35, radius=0.1)
+    for handle, region in (("drag", DRAG), ("live", LIVE)):
+        for keyframe in region["keyframes"]:
+            controller.drag(handle, keyframe["t"], keyframe["x"], keyframe["y"], radius=region["radius"])
+        controller.release(handle)
+    expected = controller.frame_positions(0, 17)
+    grid = tracks.normalized_points()[:, :144]
+    torch.testing.assert_close(grid.float(), expected, rtol=0, atol=2e-6)
+    assert bool(tracks.visibility[:, :144].all()), "nothing left the frame"
+
+    moved = (expected[-1] - controller.base_points).norm(dim=-1)
+    assert int((moved > 0.05).sum()) > 4, "a region moved, not one point"
+    assert float((expected[2] - controller.base_points).abs().max()) == 0, "before the drag starts nothing moves"
+
+
+def test_drags_one_after_another_add_up_and_simultaneous_ones_share():
+    def moved(handles):
+        final = region_grid_positions(handles, fps=4, num_frames=17, grid_size=9)[-1]
+        return final - DragController(grid_size=9).base_points
+
+    centre = 40  # grid point (0.5, 0.5)
+    first = RegionHandle("path", 0.3, (0.0, 1.0), ((0.5, 0.5), (0.6, 0.5)))
+    later = RegionHandle("live", 0.3, (2.0, 3.0), ((0.6, 0.5), (0.7, 0.5)))
+    together = RegionHandle("path", 0.3, (0.0, 1.0), ((0.5, 0.5), (0.5, 0.6)))
+    assert moved([first, later])[centre].tolist() == pytest.approx([0.2, 0.0], abs=1e-6), (
+        "the second drag grabs the region where the first left it and moves it on")
+    assert moved([first, together])[centre].tolist() == pytest.approx([0.05, 0.05], abs=1e-6), (
+        "two handles pulling one point at once blend")
+    pinned = RegionHandle("anchor", 0.3, (0.0,), ((0.5, 0.5),))
+    assert moved([pinned, first])[centre].abs().max() == 0
+    late_pin = RegionHandle("anchor", 0.3, (1.5,), ((0.5, 0.5),))
+    assert moved([first, late_pin])[centre].tolist() == pytest.approx([0.1, 0.0], abs=1e-6), (
+        "an anchor pins later drags only: it does not undo an earlier one")
+
+
+def test_region_documents_are_checked_and_version_1_still_loads():
+    plain = {"format": "motionstream-tracks", "version": 1, "width": WIDTH, "height": HEIGHT, "tracks": [POINT_TRACK]}
+    assert tracks_from_widget_json(plain).num_tracks == 1
+    only_regions = tracks_from_widget_json(_region_document([DRAG]))
+    assert only_regions.num_tracks == 144, "a document may hold region drags and no point tracks"
+    # Without a region_grid: one grid track per 16 px of the shorter side (8 x 8 on the demo's frames).
+    automatic = {key: value for key, value in _region_document([DRAG]).items() if key != "region_grid"}
+    assert tracks_from_widget_json(automatic).num_tracks == 30 * 30
+    assert tracks_from_widget_json({**automatic, "width": 128, "height": 128}).num_tracks == 8 * 8
+    cases = [
+        ({**_region_document([DRAG]), "version": 1}, "'regions' need widget JSON version 2"),
+        ({**_region_document([DRAG]), "version": 3}, "unsupported widget JSON version 3"),
+        (_region_document([{**DRAG, "kind": "drag"}]), "'kind' of region 4"),
+        (_region_document([{**DRAG, "radius": 0}]), r"'radius' of region 4 must be in \(0, 2\]"),
+        (_region_document([{**DRAG, "radius": "big"}]), "'radius' of region 4"),
+        (_region_document([{**DRAG, "keyframes": []}]), "region 4 needs a non-empty 'keyframes' list"),
+        (_region_document([{**DRAG, "keyframes": [{"t": 0, "x": 5, "y": 0}]}]), "lies far outside the frame"),
+        (_region_document([{**ANCHOR, "keyframes": [{"t": 0, "x": 0.1, "y": 0}, {"t": 1, "x": 0.2, "y": 0}]}]),
+         "anchor region 5 must not move"),
+        (_region_document([DRAG, DRAG]), "region ids must be unique"),
+        (_region_document([{**DRAG, "id": 1}], [POINT_TRACK]), "id 1 is both a track's and a region's"),
+        (_region_document([DRAG], [{**POINT_TRACK, "id": GRID_FIRST_ID}]), "belong to the region-drag grid"),
+        (_region_document([DRAG], grid=65), r"region_grid must be in \[1, 64\]"),
+        (_region_document([{**ANCHOR, "id": i} for i in range(65)]), "too many region drags"),
+        (_region_document({}), "'regions' of the widget JSON must be a list"),
+    ]
+    for document, message in cases:
+        with pytest.raises(ValueError, match=message):
+            tracks_from_widget_json(json.dumps(document))
+
+
+def test_a_grid_point_pushed_out_of_the_frame_is_invisible():
+    out = {"id": 9, "kind": "path", "radius": 0.3,
+           "keyframes": [{"t": 0, "x": 0.9, "y": 0.5}, {"t": 1, "x": 1.9, "y": 0.5}]}
+    tracks = tracks_from_widget_json(_region_document([out], duration=1.0))
+    normalized = tracks.normalized_points()
+    assert not bool(tracks.visibility[-1].all()) and bool(tracks.visibility[0].all())
+    inside = ((normalized[-1] >= 0) & (normalized[-1] <= 1)).all(dim=-1)
+    assert torch.equal(inside, tracks.visibility[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# A live region drag through the node path with the embedded demo model
+# ---------------------------------------------------------------------------------------------
+
+EMBEDDED = "embedded: MotionStream demo (128x128, no download)"
+DEMO_FRAMES = 16  # chunks of 1, 3, 3, 3, 3, 3 frames
+
+
+def _demo_stream(pack, model, document, edit=None, after_chunk=1):
+    host, live_control = pack.nodes.host, pack.nodes.live_control
+    (tracks,) = pack.NODE_CLASS_MAPPINGS["MotionStreamTrackEditor"]().build(json.dumps(document))
+    (image,) = pack.NODE_CLASS_MAPPINGS["MotionStreamDemoImage"]().load()["result"]
+    chunks, requests = [], []
+    original_send = host.send_frames
+
+    def send_and_edit(node_id, frames, fps, chunk_index, done):
+        original_send(node_id, frames, fps, chunk_index, done)
+        chunks.append(frames.clone())
+        if edit is not None and chunk_index == after_chunk:
+            token = next(data["live_token"] for event, data in reversed(host.sent_messages)
+                         if event == "motionstream.frames" and data.get("node") == str(node_id))
+            body = json.dumps({"prompt_id": host.current_prompt_id(), "node_id": node_id, "token": token,
+                               "tracks": edit}).encode()
+            requests.append((len(body), live_control.handle_live_tracks_request(body)))
+
+    host.send_frames = send_and_edit
+    try:
+        images = pack.NODE_CLASS_MAPPINGS["MotionStreamStreamingSampler"]().generate(
+            model=model, width=128, height=128, num_frames=DEMO_FRAMES, seed=0, fps=16.0, sink_frames=-1,
+            window_frames=-1, denoising_steps="", shift=0.0, start_image=image, tracks=tracks, unique_id="7")[0]
+    finally:
+        host.send_frames = original_send
+    return images, chunks, requests
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_a_live_region_drag_changes_only_the_chunks_after_it(pack):
+    (model,) = pack.NODE_CLASS_MAPPINGS["MotionStreamModelLoader"]().load(EMBEDDED, "auto")
+    drawn = {"format": "motionstream-tracks", "version": 2, "width": 128, "height": 128, "fps": 16, "duration": 1.0,
+             "tracks": [],  # no region_grid: 8 x 8 grid tracks, as many as the demo was trained with
+             "regions": [{"id": 0, "kind": "path", "radius": 0.2,
+                          "keyframes": [{"t": 0.0, "x": 0.3, "y": 0.3}, {"t": 1.0, "x": 0.45, "y": 0.35}]}]}
+    # While chunk 1 (frames 1..3) is shown, the user drags a region live: the edit carries one
+    # more handle, timed from the stream's clock (4 frames = 0.25 s), not the grid's tracks.
+    live = {"id": 1, "kind": "live", "radius": 0.25,
+            "keyframes": [{"t": 0.25, "x": 0.6, "y": 0.6}, {"t": 0.5, "x": 0.75, "y": 0.5},
+                          {"t": 0.7, "x": 0.8, "y": 0.3}]}
+    edited_document = {**drawn, "regions": drawn["regions"] + [live]}
+
+    baseline, base_chunks, _ = _demo_stream(pack, model, drawn)
+    edited, edited_chunks, requests = _demo_stream(pack, model, drawn, edit=edited_document, after_chunk=1)
+
+    [(body_bytes, reply)] = requests
+    assert reply == (200, {"ok": True, "version": 1})
+    assert body_bytes < 1500, "a live edit carries handles, not the grid"
+    assert [chunk.shape[0] for chunk in edited_chunks] == [1, 3, 3, 3, 3, 3]
+    for index in range(2):  # generated before the edit arrived: bit for bit the same
+        assert torch.equal(edited_chunks[index], base_chunks[index]), index
+    assert torch.equal(edited[:4], baseline[:4])
+    assert (edited[4:] - baseline[4:]).abs().max() > 1e-3, "the chunks after the edit follow the new drag"

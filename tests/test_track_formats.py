@@ -142,7 +142,7 @@ def test_static_tracks_export_only_visibility_changes():
     "changes, message",
     [
         ({"format": "something-else"}, "not a"),
-        ({"version": 2}, "unsupported widget JSON version 2"),
+        ({"version": 3}, "unsupported widget JSON version 3"),
         ({"version": "1"}, "version must be an integer"),
         ({"width": None}, "width"),
         ({"height": 0}, "height"),

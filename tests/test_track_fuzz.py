@@ -245,7 +245,7 @@ def poisoned_widget_text(draw):
     if field == "duration":
         tokens = [token for token in tokens if token != "null"]  # null duration means "the last keyframe"
     if field == "version":
-        tokens = [token for token in tokens if token not in ("1e999", "-1e999", "[1e400]")] + ["2", "1.5"]
+        tokens = [token for token in tokens if token not in ("1e999", "-1e999", "[1e400]")] + ["3", "1.5"]
     return _poison(document, path, draw(st.sampled_from(tokens))), field
 
 

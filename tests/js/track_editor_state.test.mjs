@@ -3,11 +3,15 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
+  MAX_REGIONS,
   MIN_KEYFRAME_GAP,
   TrackEditorState,
+  defaultRegionGrid,
   keyframesFromDrag,
+  keyframesFromLiveDrag,
   parseTracksDocument,
   positionAt,
+  regionField,
   simplifySamples,
 } from "../../js/track_editor_state.js";
 
@@ -376,7 +380,7 @@ describe("widget JSON", () => {
     ["empty text", "  ", /empty/],
     ["not an object", "[1]", /must be an object/],
     ["wrong format", { ...validDocument(), format: "other" }, /not a "motionstream-tracks" document/],
-    ["wrong version", { ...validDocument(), version: 2 }, /unsupported widget JSON version 2/],
+    ["wrong version", { ...validDocument(), version: 3 }, /unsupported widget JSON version 3/],
     ["version as text", { ...validDocument(), version: "1" }, /version must be an integer/],
     ["fractional width", { ...validDocument(), width: 10.5 }, /width must be an integer/],
     ["zero height", { ...validDocument(), height: 0 }, /height must be in \[1, 16384\]/],
@@ -441,5 +445,223 @@ describe("positions over time follow the importer's rules", () => {
   test("after the end a moving track disappears and an anchor holds", () => {
     assert.equal(positionAt(moving, 3.5), null);
     assert.deepEqual(positionAt(anchor, 10), { x: 0.5, y: 0.5, visible: true });
+  });
+});
+
+describe("region drags (widget JSON version 2)", () => {
+  test("a drawn region drag is a blue 'path' handle with a radius, spanning the clip like a track", () => {
+    const state = new TrackEditorState({ duration: 4 });
+    const id = state.addRegionDrag(straightDrag(), { radius: 0.2 });
+    const region = state.getTrack(id);
+    assert.deepEqual(region.region, { kind: "path", radius: 0.2 });
+    assert.deepEqual(region.keyframes, [
+      { t: 0, x: 0.1, y: 0.2 },
+      { t: 4, x: 0.5, y: 0.6 },
+    ]);
+    assert.deepEqual(state.regions.map((track) => track.id), [id]);
+    const document = state.toDocument();
+    assert.equal(document.version, 2);
+    assert.deepEqual(document.tracks, []);
+    assert.equal(document.region_grid, 30, "the default grid: one track per 16 px of the shorter side");
+    assert.deepEqual(document.regions, [{ id, kind: "path", radius: 0.2, keyframes: region.keyframes.map((k) => ({ ...k })) }]);
+  });
+
+  test("without region drags the document stays version 1", () => {
+    const state = new TrackEditorState();
+    state.addTrackFromDrag(straightDrag());
+    const document = state.toDocument();
+    assert.equal(document.version, 1);
+    assert.equal("regions" in document, false);
+    assert.equal("region_grid" in document, false);
+  });
+
+  test("a live region drag keeps the pointer's real-time pacing from the stream's clock, holds included", () => {
+    const state = new TrackEditorState({ duration: 5 });
+    const samples = [
+      { t: 50.0, x: 0.3, y: 0.5 },
+      { t: 50.4, x: 0.3, y: 0.5 }, // held still for 0.4 s first
+      { t: 50.9, x: 0.5, y: 0.5 },
+      { t: 51.2, x: 0.5, y: 0.5 },
+    ];
+    const id = state.addRegionDrag(samples, { live: true, start: 2.25, radius: 0.1 });
+    const region = state.getTrack(id);
+    assert.equal(region.region.kind, "live");
+    assert.deepEqual(region.keyframes, [
+      { t: 2.25, x: 0.3, y: 0.5 },
+      { t: 2.65, x: 0.3, y: 0.5 },
+      { t: 3.15, x: 0.5, y: 0.5 },
+      { t: 3.45, x: 0.5, y: 0.5 },
+    ]);
+    assert.deepEqual(keyframesFromLiveDrag([{ t: 7, x: 0.1, y: 0.1 }], { start: 1 }), [{ t: 1, x: 0.1, y: 0.1 }]);
+  });
+
+  test("region anchors, radius edits, undo and the limit", () => {
+    const state = new TrackEditorState();
+    const anchor = state.addRegionAnchor(0.8, 0.2, { radius: 0.12, start: 1.5 });
+    assert.deepEqual(state.getTrack(anchor), {
+      id: anchor,
+      static: true,
+      keyframes: [{ t: 1.5, x: 0.8, y: 0.2 }],
+      region: { kind: "anchor", radius: 0.12 },
+    });
+    state.setRegionRadius(anchor, 0.3);
+    assert.equal(state.getTrack(anchor).region.radius, 0.3);
+    state.undo();
+    assert.equal(state.getTrack(anchor).region.radius, 0.12);
+    state.moveTrack(anchor, 0.1, 0);
+    assert.deepEqual(state.getTrack(anchor).region, { kind: "anchor", radius: 0.12 }, "moves keep the region");
+    assert.throws(() => state.setKeyframeVisible(anchor, 0, false), /no visibility/);
+    assert.throws(() => state.addRegionAnchor(0.5, 0.5, { radius: 0 }), /radius must be in/);
+    const track = state.addTrackFromDrag(straightDrag());
+    assert.throws(() => state.setRegionRadius(track, 0.2), /not a region drag/);
+    for (let count = state.regions.length; count < MAX_REGIONS; count += 1) state.addRegionAnchor(0.5, 0.5);
+    assert.throws(() => state.addRegionAnchor(0.5, 0.5), /at most 64 region drags/);
+    state.addTrackFromDrag(straightDrag()); // point tracks are not limited by it
+  });
+
+  test("documents with regions round-trip, and bad region fields are named", () => {
+    const document = {
+      ...validDocument(),
+      version: 2,
+      region_grid: 20,
+      regions: [
+        { id: 10, kind: "live", radius: 0.1, keyframes: [{ t: 1, x: 0.3, y: 0.3 }, { t: 2, x: 0.4, y: 0.3 }] },
+        { id: 11, kind: "anchor", radius: 0.2, keyframes: [{ t: 0, x: 0.6, y: 0.6 }] },
+      ],
+    };
+    const state = new TrackEditorState();
+    state.importJson(document);
+    assert.equal(state.regionGrid, 20);
+    assert.deepEqual(JSON.parse(state.exportJson()), document);
+    state.addRegionDrag(straightDrag());
+    assert.ok(state.getTrack(12).region, "new ids follow the largest id of tracks and regions");
+    state.undo();
+    state.undo();
+    assert.equal(state.regionGrid, 30, "undo restores the grid size with the tracks");
+
+    const bad = (changes) => ({ ...document, ...changes });
+    const region = (changes) => bad({ regions: [{ ...document.regions[0], ...changes }] });
+    const cases = [
+      [{ ...document, version: 1 }, /'regions' need widget JSON version 2/],
+      [bad({ regions: {} }), /'regions' of the widget JSON must be a list/],
+      [bad({ region_grid: 65 }), /region_grid must be in \[1, 64\]/],
+      [region({ kind: "drag" }), /'kind' of region 10 must be one of path, live, anchor/],
+      [region({ radius: 0 }), /'radius' of region 10 must be in \(0, 2\]/],
+      [region({ radius: "0.1" }), /'radius' of region 10 must be a number/],
+      [region({ keyframes: [] }), /region 10 needs a non-empty 'keyframes' list/],
+      [region({ keyframes: [{ t: 0, x: 3, y: 0 }] }), /keyframe 0 of region 10 .* lies far outside the frame/],
+      [region({ id: 3 }), /id 3 is both a track's and a region's/],
+      [bad({ regions: [document.regions[0], document.regions[0]] }), /region ids must be unique/],
+      [region({ kind: "anchor" }), /anchor region 10 must not move/],
+      [bad({ regions: Array.from({ length: 65 }, (_, id) => ({ ...document.regions[1], id: 100 + id })) }), /too many region drags/],
+    ];
+    for (const [source, message] of cases) {
+      assert.throws(() => parseTracksDocument(JSON.stringify(source)), message);
+    }
+  });
+
+  test("the draft of a live region drag steers with a small document", () => {
+    const state = new TrackEditorState({ duration: 5 });
+    state.addTrackFromDrag(straightDrag());
+    const samples = [
+      { t: 10, x: 0.5, y: 0.5 },
+      { t: 10.5, x: 0.6, y: 0.5 },
+    ];
+    const draft = JSON.parse(state.exportJsonWithDraft(samples, { region: { radius: 0.2, live: true, start: 3 } }));
+    assert.equal(draft.version, 2);
+    assert.equal(draft.tracks.length, 1);
+    assert.deepEqual(draft.regions, [
+      { id: 1, kind: "live", radius: 0.2, keyframes: [{ t: 3, x: 0.5, y: 0.5 }, { t: 3.5, x: 0.6, y: 0.5 }] },
+    ]);
+    assert.ok(JSON.stringify(draft).length < 400, "a handle, not a grid of tracks");
+    assert.equal(state.regions.length, 0, "a draft changes nothing");
+  });
+});
+
+describe("the region grid preview follows the DragController's rules", () => {
+  const drag = (id, keyframes, { radius = 0.2, kind = "path" } = {}) => ({
+    id,
+    static: kind === "anchor",
+    keyframes,
+    region: { kind, radius },
+  });
+  const basePoints = Float64Array.from([0.5, 0.5, 0.55, 0.5, 0.9, 0.9]);
+  const move = (field, t, point) => {
+    const positions = field.positionsAt(t);
+    return [positions[2 * point] - basePoints[2 * point], positions[2 * point + 1] - basePoints[2 * point + 1]];
+  };
+
+  test("a drag moves the points within its radius by the falloff, smoothly, and leaves them where dropped", () => {
+    const field = regionField([drag(0, [{ t: 1, x: 0.5, y: 0.5 }, { t: 3, x: 0.7, y: 0.5 }])], { basePoints });
+    assert.deepEqual(move(field, 0.5, 0), [0, 0], "untouched before the drag");
+    assert.ok(Math.abs(move(field, 2, 0)[0] - 0.1) < 1e-12, "halfway at half time");
+    assert.ok(Math.abs(move(field, 9, 0)[0] - 0.2) < 1e-12, "held after the drag");
+    const falloff = 0.5 * (1 + Math.cos((Math.PI * 0.05) / 0.2));
+    assert.ok(Math.abs(move(field, 9, 1)[0] - 0.2 * falloff) < 1e-12);
+    assert.deepEqual(move(field, 9, 2), [0, 0], "outside the radius");
+  });
+
+  test("radii are measured in units of the shorter side", () => {
+    const wide = regionField([drag(0, [{ t: 0, x: 0.5, y: 0.5 }, { t: 1, x: 0.5, y: 0.6 }], { radius: 0.06 })], {
+      aspect: 2,
+      basePoints,
+    });
+    assert.deepEqual(move(wide, 1, 1), [0, 0], "0.05 of the width is 0.1 of the height: outside 0.06");
+    const tall = regionField([drag(0, [{ t: 0, x: 0.5, y: 0.5 }, { t: 1, x: 0.5, y: 0.6 }], { radius: 0.06 })], {
+      aspect: 0.5,
+      basePoints,
+    });
+    assert.ok(move(tall, 1, 1)[1] > 0, "0.05 of the width is the shorter side's 0.05: inside");
+  });
+
+  test("anchors pin later drags; drags one after another add up; drags at the same time share", () => {
+    const anchored = regionField(
+      [drag(1, [{ t: 0, x: 0.5, y: 0.5 }], { kind: "anchor" }), drag(2, [{ t: 0, x: 0.5, y: 0.5 }, { t: 1, x: 0.7, y: 0.5 }])],
+      { basePoints },
+    );
+    assert.deepEqual(move(anchored, 2, 0), [0, 0]);
+    const lateAnchor = regionField(
+      [drag(1, [{ t: 2, x: 0.5, y: 0.5 }], { kind: "anchor" }), drag(2, [{ t: 0, x: 0.5, y: 0.5 }, { t: 1, x: 0.7, y: 0.5 }])],
+      { basePoints },
+    );
+    assert.ok(Math.abs(move(lateAnchor, 3, 0)[0] - 0.2) < 1e-12, "an anchor set later does not undo an earlier drag");
+    const sequential = regionField(
+      [drag(3, [{ t: 0, x: 0.5, y: 0.5 }, { t: 1, x: 0.6, y: 0.5 }]), drag(4, [{ t: 2, x: 0.6, y: 0.5 }, { t: 3, x: 0.7, y: 0.5 }])],
+      { basePoints },
+    );
+    assert.ok(Math.abs(move(sequential, 1.5, 0)[0] - 0.1) < 1e-12);
+    assert.ok(Math.abs(move(sequential, 4, 0)[0] - 0.2) < 1e-12, "the second drag grabs the region where the first left it");
+    const together = regionField(
+      [drag(5, [{ t: 0, x: 0.5, y: 0.5 }, { t: 1, x: 0.7, y: 0.5 }]), drag(6, [{ t: 0, x: 0.5, y: 0.5 }, { t: 1, x: 0.5, y: 0.7 }])],
+      { basePoints },
+    );
+    const [dx, dy] = move(together, 1, 0);
+    assert.ok(Math.abs(dx - 0.1) < 1e-12 && Math.abs(dy - 0.1) < 1e-12, "two handles on one point blend");
+  });
+});
+
+describe("the region grid size", () => {
+  test("defaults to one track per 16 pixels of the shorter side, from 4 to 50", () => {
+    assert.deepEqual(
+      [defaultRegionGrid(128, 128), defaultRegionGrid(832, 480), defaultRegionGrid(4096, 2048), defaultRegionGrid(16, 40)],
+      [8, 30, 50, 4],
+    );
+    const state = new TrackEditorState({ width: 128, height: 128 });
+    state.addRegionAnchor(0.5, 0.5);
+    assert.equal(state.toDocument().region_grid, 8);
+    state.setClip({ width: 480, height: 480 }, { record: false });
+    assert.equal(state.toDocument().region_grid, 30, "follows the frame size until chosen");
+  });
+
+  test("can be chosen, undoably, and is bounded", () => {
+    const state = new TrackEditorState();
+    state.addRegionAnchor(0.5, 0.5);
+    state.setRegionGrid(12);
+    assert.equal(state.toDocument().region_grid, 12);
+    assert.equal(state.regionGridChosen, true);
+    state.undo();
+    assert.equal(state.toDocument().region_grid, 30);
+    assert.throws(() => state.setRegionGrid(65), /region grid must be in \[1, 64\]/);
+    assert.throws(() => state.setRegionGrid(2.5), /region grid must be an integer/);
   });
 });

@@ -1,4 +1,4 @@
-"""The pack's own widget JSON (``motionstream-tracks``, version 1), written by the canvas editor.
+"""The pack's own widget JSON (``motionstream-tracks``, versions 1 and 2), written by the canvas editor.
 
 ::
 
@@ -37,8 +37,12 @@
   All keyframes of a static track must share one position. (So a moving track
   with a single keyframe shows only on a frame at exactly that time; a point
   that should stay put is a static track.)
-- Unknown keys are ignored, so later versions may add fields; a different
-  ``version`` is rejected.
+- Unknown keys are ignored, so later versions may add fields; a version this
+  build does not know is rejected.
+- Version 2 adds region drags: ``"regions"`` (handles that move a grid of tracks,
+  see :mod:`.region_drags`) and ``"region_grid"``. Their grid tracks come first in
+  the TrackSet; ``"tracks"`` may then be empty. A document without regions is
+  written as version 1, which every build reads.
 
 js/track_editor_state.js writes the same schema.
 """
@@ -73,10 +77,12 @@ from .parsing import (
     load_json,
     strict_boolean,
 )
+from .region_drags import GRID_FIRST_ID, parse_regions, region_grid_tracks
 from .track_format import ReadOptions
 
 WIDGET_FORMAT = "motionstream-tracks"
-WIDGET_VERSION = 1
+WIDGET_VERSION = 2  # the newest version this build reads; it reads every version from 1 on
+_POINT_TRACKS_VERSION = 1  # what a document without regions is written as
 
 # Two times closer than this (seconds) are the same instant.
 _TIME_EPSILON = 1e-6
@@ -91,9 +97,9 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any]) -> TrackSet
         raise ValueError(f"not a {WIDGET_FORMAT!r} document (format is {describe(document.get('format'))})")
     version = document.get("version")
     if isinstance(version, HugeInteger) or (isinstance(version, int) and not isinstance(version, bool)):
-        if version != WIDGET_VERSION:
+        if isinstance(version, HugeInteger) or not 1 <= version <= WIDGET_VERSION:
             raise ValueError(
-                f"unsupported widget JSON version {describe(version)} (this build reads {WIDGET_VERSION})"
+                f"unsupported widget JSON version {describe(version)} (this build reads 1 to {WIDGET_VERSION})"
             )
     else:
         raise ValueError(f"widget JSON version must be an integer, got {describe(version)}")
@@ -107,16 +113,23 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any]) -> TrackSet
     raw_tracks = document.get("tracks")
     if not isinstance(raw_tracks, list):
         raise ValueError(f"'tracks' of the widget JSON must be a list, got {describe(raw_tracks)}")
-    if not raw_tracks:
+    regions, region_ids, grid = parse_regions(document, version, width, height)
+    if not raw_tracks and not regions:
         raise ValueError("the widget JSON has no tracks: draw one in the track editor")
-    check_track_count(len(raw_tracks))
+    grid_tracks = grid * grid if regions else 0
+    check_track_count(len(raw_tracks) + grid_tracks)
     tracks = [_parse_track(raw, index) for index, raw in enumerate(raw_tracks)]
     ids = [track[0] for track in tracks]
     if len(set(ids)) != len(ids):
         raise ValueError("track ids must be unique")
+    shared = set(ids) & set(region_ids)
+    if shared:
+        raise ValueError(f"id {min(shared)} is both a track's and a region's; ids must be unique across both")
+    if regions and max(ids, default=-1) >= GRID_FIRST_ID:
+        raise ValueError(f"track ids from {GRID_FIRST_ID} on belong to the region-drag grid in a document with regions")
 
     if document.get("duration") is None:
-        duration = max(float(track[2][-1]) for track in tracks)
+        duration = max([float(track[2][-1]) for track in tracks] + [region.times[-1] for region in regions])
     else:
         duration = finite_number(document["duration"], "duration")
         if duration < 0:
@@ -125,7 +138,7 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any]) -> TrackSet
     if frames_float >= MAX_FRAMES:
         raise ValueError(f"too many frames: {duration} s at {fps} fps (the limit is {MAX_FRAMES})")
     num_frames = math.floor(frames_float + 1e-6) + 1
-    check_frame_count(num_frames, len(tracks))
+    check_frame_count(num_frames, len(tracks) + grid_tracks)
 
     frame_times = np.arange(num_frames, dtype=np.float64) / fps
     points = np.empty((num_frames, len(tracks), 2), dtype=np.float64)
@@ -134,6 +147,12 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any]) -> TrackSet
         points[:, column], visibility[:, column] = _sample_keyframes(
             frame_times, times, positions, visible, hold_after_end=static
         )
+    static = [track[1] for track in tracks]
+    if regions:
+        grid_points, grid_visibility, grid_ids = region_grid_tracks(regions, grid, fps, num_frames, width, height)
+        points = np.concatenate([grid_points, points], axis=1)
+        visibility = np.concatenate([grid_visibility, visibility], axis=1)
+        ids, static = grid_ids + ids, [False] * len(grid_ids) + static
     return TrackSet.from_normalized(
         points,
         visibility,
@@ -141,7 +160,7 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any]) -> TrackSet
         height,
         fps,
         track_ids=ids,
-        static=[track[1] for track in tracks],
+        static=static,
     )
 
 
@@ -238,7 +257,7 @@ def tracks_to_widget_dict(tracks: TrackSet) -> dict[str, Any]:
         )
     return {
         "format": WIDGET_FORMAT,
-        "version": WIDGET_VERSION,
+        "version": _POINT_TRACKS_VERSION,
         "width": tracks.width,
         "height": tracks.height,
         "fps": tracks.fps,
