@@ -153,6 +153,19 @@ app.registerExtension({
     for (const type of ["execution_success", "execution_error", "execution_interrupted"]) {
       api.addEventListener(type, endAll);
     }
+    // A stream's first status brings its token before its first frames; its last one ends it.
+    api.addEventListener("motionstream.status", (event) => {
+      const { node, prompt_id: messagePromptId, state, live_token: liveToken } = event.detail ?? {};
+      if (node === undefined || node === null) return;
+      const nodeId = String(node);
+      if (state !== "streaming") {
+        liveStreams.delete(nodeId);
+        return;
+      }
+      if (typeof liveToken !== "string") return;
+      liveStreams.set(nodeId, { promptId: messagePromptId ?? currentPromptId, token: liveToken });
+      void flush(nodeId);
+    });
     api.addEventListener("motionstream.frames", (event) => {
       const { node, prompt_id: messagePromptId, done, live_token: liveToken } = event.detail ?? {};
       if (node === undefined || node === null) return;

@@ -1,14 +1,22 @@
 // ComfyUI extension: plays the frames a MotionStreamStreamingSampler streams over the websocket
-// (`motionstream.frames` events) at the clip's fps while the run is still going.
+// (`motionstream.frames` events) at the clip's fps while the run is still going, with a Stop button
+// that ends the stream cleanly (the node returns with its video file; Cancel still interrupts).
+// `motionstream.status` events say when a stream starts and how it ended (done, stopped, cancelled).
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const NODE_NAME = "MotionStreamStreamingSampler";
 const FRAMES_EVENT = "motionstream.frames";
+const STATUS_EVENT = "motionstream.status";
+const STOP_ROUTE = "/motionstream/stop";
 // About two minutes at 16 fps; older frames are dropped so a long stream cannot exhaust memory.
 const MAX_KEPT_FRAMES = 2000;
 const MIN_PREVIEW_HEIGHT = 200;
+// Live means live: with more than this many chunks waiting, the player skips to the newest chunk.
+const BEHIND_CHUNKS = 3;
+const KEPT_LATENCIES = 20;
+const ENDED_STATES = new Set(["done", "stopped", "cancelled", "failed"]);
 
 const previewNodes = new Set();
 
@@ -18,31 +26,64 @@ function frameUrl(frame) {
 
 /**
  * A small frame player: push() chunks of base64 JPEG frames, it plays them in order at the given
- * fps, waits when it runs out while the stream goes on, and loops the clip once the stream is done.
+ * fps, waits when it runs out while the stream goes on, skips to the newest chunk when it falls
+ * behind, and loops the clip once the stream has ended. `onStop({ promptId, token })` is called by
+ * the Stop button.
  */
-export function createFramePlayer(container) {
+export function createFramePlayer(container, { onStop } = {}) {
   const canvas = document.createElement("canvas");
+  const bar = document.createElement("div");
   const status = document.createElement("div");
+  const stopButton = document.createElement("button");
+  stopButton.type = "button";
+  stopButton.textContent = "Stop";
+  stopButton.title = "End the stream after the chunk in progress and keep its video file (Cancel interrupts it)";
   Object.assign(canvas.style, { width: "100%", flex: "1 1 auto", minHeight: "0", objectFit: "contain", background: "#111" });
-  Object.assign(status.style, { font: "12px monospace", opacity: "0.85", whiteSpace: "nowrap", overflow: "hidden" });
+  Object.assign(bar.style, { display: "flex", alignItems: "center", gap: "6px", minHeight: "22px" });
+  Object.assign(status.style, {
+    font: "12px monospace", opacity: "0.85", whiteSpace: "nowrap", overflow: "hidden", flex: "1 1 auto",
+  });
+  Object.assign(stopButton.style, { flex: "0 0 auto", font: "12px sans-serif", padding: "1px 10px", cursor: "pointer" });
   Object.assign(container.style, { display: "flex", flexDirection: "column", gap: "2px", height: "100%" });
-  container.append(canvas, status);
+  bar.append(status, stopButton);
+  container.append(canvas, bar);
   const context = canvas.getContext("2d");
 
   let frames = [];
   let playhead = 0;
   let fps = 16;
-  let done = false;
+  let state = "waiting"; // streaming, stopping, then done, stopped, cancelled or failed
+  let ended = false;
   let promptId = null;
+  let token = null;
   let chunkIndex = null;
+  let largestChunk = 0;
+  let skipped = 0;
+  let shownVersion = 0;
+  let file = null;
+  let problem = null;
   let lastFrameTime = 0;
   let animation = null;
+  const latencies = [];
 
   function describe() {
-    const parts = [`${frames.length} frames`, `${fps} fps`];
-    if (chunkIndex !== null) parts.unshift(`chunk ${chunkIndex}`);
-    parts.push(done ? "done" : "streaming");
-    status.textContent = parts.join(" · ");
+    if (state === "waiting") {
+      status.textContent = "waiting for frames";
+    } else {
+      const parts = [`${frames.length} frames`, `${fps} fps`];
+      if (chunkIndex !== null) parts.unshift(`chunk ${chunkIndex}`);
+      parts.push(state);
+      if (skipped) parts.push(`skipped ${skipped}`);
+      if (latencies.length) parts.push(`edit → screen ${Math.round(latencies.at(-1).totalMs)} ms`);
+      if (file) parts.push(file.filename);
+      if (problem) parts.push(problem);
+      status.textContent = parts.join(" · ");
+    }
+    const canStop = (state === "streaming" || state === "waiting") && !ended && Boolean(token);
+    stopButton.disabled = !canStop;
+    stopButton.style.cursor = canStop ? "pointer" : "default";
+    stopButton.style.opacity = canStop ? "1" : "0.5";
+    stopButton.textContent = state === "stopping" ? "Stopping…" : "Stop";
   }
 
   function draw(image) {
@@ -55,46 +96,95 @@ export function createFramePlayer(container) {
     return true;
   }
 
+  // The first frame made with a live edit is on screen: the drag-to-screen latency is the server's part
+  // (route received the edit -> frames message sent) plus the browser's (message arrived -> frame drawn).
+  function measure(edit, now) {
+    const displayMs = now - edit.arrivedAt;
+    latencies.push({ version: edit.version, serverMs: edit.serverMs, displayMs, totalMs: edit.serverMs + displayMs });
+    if (latencies.length > KEPT_LATENCIES) latencies.shift();
+    describe();
+  }
+
   function tick(now) {
     animation = requestAnimationFrame(tick);
     if (now - lastFrameTime < 1000 / fps) return;
     if (playhead >= frames.length) {
-      if (!done || frames.length === 0) return; // wait for the next chunk
+      if (!ended || frames.length === 0) return; // wait for the next chunk
       playhead = 0;
     }
-    if (draw(frames[playhead])) {
+    const image = frames[playhead];
+    if (draw(image)) {
+      if (image.motionstreamEdit) {
+        measure(image.motionstreamEdit, performance.now());
+        image.motionstreamEdit = null;
+      }
       playhead += 1;
       lastFrameTime = now;
     }
   }
 
-  function reset() {
+  function reset(newPromptId) {
     frames = [];
     playhead = 0;
-    done = false;
+    state = "waiting";
+    ended = false;
+    promptId = newPromptId;
+    token = null;
     chunkIndex = null;
+    largestChunk = 0;
+    skipped = 0;
+    shownVersion = 0;
+    file = null;
+    problem = null;
+  }
+
+  function follow(detail) {
+    if (detail.prompt_id !== promptId) reset(detail.prompt_id);
+    if (typeof detail.live_token === "string") token = detail.live_token;
   }
 
   const player = {
     canvas,
     status,
+    stopButton,
+    latencies,
     get frameCount() {
       return frames.length;
     },
     get playhead() {
       return playhead;
     },
+    get state() {
+      return state;
+    },
+    get skippedFrames() {
+      return skipped;
+    },
+    get stream() {
+      return { promptId, token };
+    },
 
     push(detail) {
-      if (detail.prompt_id !== promptId) {
-        reset();
-        promptId = detail.prompt_id;
-      }
+      follow(detail);
       if (Number(detail.fps) > 0) fps = Number(detail.fps);
+      const chunk = [];
       for (const frame of detail.frames ?? []) {
         const image = new Image();
         image.src = frameUrl(frame);
-        frames.push(image);
+        chunk.push(image);
+      }
+      const version = Number(detail.tracks_version ?? 0);
+      if (version > shownVersion && chunk.length) {
+        shownVersion = version;
+        chunk[0].motionstreamEdit = { version, serverMs: Number(detail.edit_to_frames_ms ?? 0), arrivedAt: performance.now() };
+      }
+      frames.push(...chunk);
+      largestChunk = Math.max(largestChunk, chunk.length);
+      const waiting = frames.length - playhead;
+      if (!detail.done && chunk.length && waiting > BEHIND_CHUNKS * largestChunk) {
+        const newest = frames.length - chunk.length; // behind: drop to the newest chunk
+        skipped += newest - playhead;
+        playhead = newest;
       }
       if (frames.length > MAX_KEPT_FRAMES) {
         const dropped = frames.length - MAX_KEPT_FRAMES;
@@ -102,9 +192,41 @@ export function createFramePlayer(container) {
         playhead = Math.max(0, playhead - dropped);
       }
       chunkIndex = detail.chunk_index ?? chunkIndex;
-      done = Boolean(detail.done);
+      if (detail.done) {
+        ended = true;
+        if (!ENDED_STATES.has(state)) state = "done";
+      } else if (state === "waiting") {
+        state = "streaming";
+      }
       describe();
       if (animation === null) animation = requestAnimationFrame(tick);
+    },
+
+    /** A `motionstream.status` message: { state, prompt_id, live_token?, frames?, file?, error? }. */
+    setStatus(detail) {
+      follow(detail);
+      const next = String(detail.state ?? ""); // "streaming" only brings the token: Stop works before the frames
+      if (ENDED_STATES.has(next)) {
+        state = next;
+        ended = true;
+        file = detail.file ?? file;
+      }
+      describe();
+    },
+
+    /** Run `runPromptId` ended without a final status from the node (ComfyUI's interrupt or error events). */
+    endRun(endState, runPromptId) {
+      if (ended || (runPromptId != null && runPromptId !== promptId)) return;
+      if (state === "waiting" && frames.length === 0 && !token) return; // this node's stream never started
+      state = endState;
+      ended = true;
+      describe();
+    },
+
+    stopFailed(message) {
+      if (state === "stopping") state = "streaming";
+      problem = message;
+      describe();
     },
 
     stop() {
@@ -112,13 +234,50 @@ export function createFramePlayer(container) {
       animation = null;
     },
   };
-  status.textContent = "waiting for frames";
+
+  stopButton.addEventListener("click", () => {
+    if (stopButton.disabled) return;
+    state = "stopping";
+    problem = null;
+    describe();
+    onStop?.({ promptId, token });
+  });
+  describe();
   return player;
+}
+
+async function requestStop(node, stream) {
+  const player = node.motionstreamPlayer;
+  try {
+    const response = await api.fetchApi(STOP_ROUTE, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        prompt_id: stream.promptId,
+        node_id: String(node.id),
+        token: stream.token,
+        client_id: api.clientId ?? api.initialClientId ?? null,
+      }),
+    });
+    if (response.ok) return;
+    let error = "";
+    try {
+      error = (await response.json())?.error ?? "";
+    } catch {
+      // not JSON
+    }
+    if (response.status === 404) return; // it ended meanwhile
+    console.warn(`MotionStream: Stop refused (${response.status}): ${error}`);
+    player.stopFailed(`Stop refused: ${error || response.status}`);
+  } catch (error) {
+    console.warn("MotionStream: could not send Stop", error);
+    player.stopFailed("Stop not sent");
+  }
 }
 
 function setUpPreview(node) {
   const container = document.createElement("div");
-  const player = createFramePlayer(container);
+  const player = createFramePlayer(container, { onStop: (stream) => requestStop(node, stream) });
   node.motionstreamPlayer = player;
   const previewWidget = node.addDOMWidget("live_preview", "motionstream_live_preview", container, {
     serialize: false,
@@ -136,16 +295,28 @@ function setUpPreview(node) {
   };
 }
 
+function playersOf(nodeId) {
+  // Node ids are only final once a node is in the graph, so they are matched at event time.
+  return [...previewNodes].filter((node) => String(node.id) === String(nodeId)).map((node) => node.motionstreamPlayer);
+}
+
 app.registerExtension({
   name: "MotionStream.LivePreview",
   setup() {
     api.addEventListener(FRAMES_EVENT, (event) => {
       const detail = event.detail ?? {};
-      // Node ids are only final once a node is in the graph, so they are matched at event time.
-      for (const node of previewNodes) {
-        if (String(node.id) === String(detail.node)) node.motionstreamPlayer.push(detail);
-      }
+      for (const player of playersOf(detail.node)) player.push(detail);
     });
+    api.addEventListener(STATUS_EVENT, (event) => {
+      const detail = event.detail ?? {};
+      for (const player of playersOf(detail.node)) player.setStatus(detail);
+    });
+    // Fallbacks for runs that end before the node could say so (ComfyUI's Cancel, a failure elsewhere).
+    for (const [type, endState] of [["execution_interrupted", "cancelled"], ["execution_error", "failed"]]) {
+      api.addEventListener(type, (event) => {
+        for (const node of previewNodes) node.motionstreamPlayer.endRun(endState, event.detail?.prompt_id);
+      });
+    }
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name !== NODE_NAME) return;

@@ -89,6 +89,13 @@ def interrupt_check() -> InterruptCheck:
     return InterruptCheck()
 
 
+def is_interrupt(error: BaseException) -> bool:
+    """Whether `error` is the user's cancel (ComfyUI's, or the fallback's) rather than a failure."""
+    if _model_management is not None and isinstance(error, _model_management.InterruptProcessingException):
+        return True
+    return isinstance(error, Interrupted)
+
+
 def throw_if_interrupted(check: InterruptCheck) -> None:
     """Raises if the run that made `check` was cancelled (ComfyUI's cancel inside ComfyUI)."""
     if _model_management is not None:
@@ -98,11 +105,11 @@ def throw_if_interrupted(check: InterruptCheck) -> None:
 
 
 class Progress:
-    """Progress bar of the running node; a no-op without ComfyUI."""
+    """Progress bar of the running node; a no-op without ComfyUI, and for a stream of no set length (None)."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int | None):
         self.total = total
-        self._bar = _comfy_utils.ProgressBar(total) if _comfy_utils is not None else None
+        self._bar = _comfy_utils.ProgressBar(total) if _comfy_utils is not None and total is not None else None
 
     def update(self, done: int, preview=None) -> None:
         if self._bar is not None:
@@ -367,6 +374,19 @@ def send_frames(node_id, frames: torch.Tensor, fps: float, chunk_index: int, don
     else:
         data["frame_count"] = int(frames.shape[0])
     send_message(MESSAGE_FRAMES, data)
+
+
+MESSAGE_STATUS = "motionstream.status"
+
+
+def send_status(node_id, state: str, **fields) -> None:
+    """Tells the node's live preview how its stream stands: "streaming" when it starts (with the live token, so
+    Stop works before the first frames), then "done", "stopped", "cancelled" or "failed" when it ends."""
+    prompt_id = current_prompt_id()
+    data = _fields_of(prompt_id, node_id)
+    data.update(fields)
+    data.update({"node": str(node_id), "prompt_id": prompt_id, "state": state})
+    send_message(MESSAGE_STATUS, data)
 
 
 _logger = logging.getLogger("MotionStream")

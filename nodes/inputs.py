@@ -89,13 +89,16 @@ def encode_first_frame(image: torch.Tensor, width: int, height: int, vae=None, t
     raise ValueError("a start image needs a VAE (the Wan 2.1 VAE, or the Tiny VAE) to be encoded")
 
 
-def tracks_for_generation(tracks, width: int, height: int, fps: float, pixel_frames: int,
+def tracks_for_generation(tracks, width: int, height: int, fps: float, pixel_frames: int | None,
                           source_size: tuple[int, int] | None = None) -> TrackSet:
-    """TRACKS drawn on the (uncropped) source image -> tracks in generation pixels, frames and fps."""
+    """TRACKS drawn on the (uncropped) source image -> tracks in generation pixels, frames and fps.
+    `pixel_frames` None (a stream of no set length): as many frames as the tracks last at `fps`."""
     source_width, source_height = source_size or (width, height)
     track_set = tracks if isinstance(tracks, TrackSet) else TrackSet.from_comfy_tracks(
         tracks, width=source_width, height=source_height
     )
+    if pixel_frames is None:
+        pixel_frames = int((track_set.num_frames - 1) / track_set.fps * fps + 1e-6) + 1
     track_set = resample_tracks(track_set, fps=fps, num_frames=pixel_frames)
     transform = ResizeCrop.comfy_upscale(track_set.width, track_set.height, width, height, crop="center")
     return resize_crop_tracks(track_set, transform)

@@ -1,9 +1,14 @@
-"""Live control: drags made in the editor while a stream runs reach that stream's next chunks.
+"""Live control: drags made in the editor while a stream runs reach that stream's next chunks, and
+Stop ends it.
 
 The streaming node registers a `LiveTracks` for (prompt id, node id) while it runs; the browser
 POSTs the editor's widget JSON to /motionstream/live_tracks, which is validated and swapped in.
 The session reads the current tracks when a chunk starts, so an edit never changes a chunk that
-is already being generated.
+is already being generated. POST /motionstream/stop (the same ids and token) asks the stream to
+finish after the chunk in progress and return normally, with its video file.
+
+Latency stamps: the route notes when it received each edit (`time.monotonic()`), `LiveTracks.window`
+notes which edit a chunk was made with, and the sampler puts both in that chunk's frames message.
 
 Only the client that queued the prompt steers its stream: each stream gets a random token when it
 starts, which goes in its frames messages (`live_token`), sent to that client alone, and every edit
@@ -19,6 +24,7 @@ import hmac
 import json
 import secrets
 import threading
+import time
 from typing import Callable
 
 from motionstream_core import (
@@ -34,8 +40,10 @@ from motionstream_core import (
 from . import host
 
 ROUTE = "/motionstream/live_tracks"
+STOP_ROUTE = "/motionstream/stop"
 TOKEN_FIELD = "live_token"  # in the frames messages; the request field is "token"
 MAX_ID_LENGTH = 256  # prompt, node and client ids, tokens
+MAX_STOP_REQUEST_BYTES = 4096
 
 
 class LiveTracks:
@@ -45,20 +53,25 @@ class LiveTracks:
         # Head inputs are computed once per edit, not once per chunk.
         self._inputs = track_head_inputs(tracks) if tracks is not None else None
         self.version = 0
+        self.received_at: float | None = None  # time.monotonic() when the route received the latest edit
+        self.version_read = 0  # the edit the latest chunk was made with (0: the initial tracks)
+        self.version_read_received_at: float | None = None
 
     def window(self, start: int, stop: int) -> TrackHeadInputs | None:
         """Track-head inputs of pixel frames [start, stop) as they are now (None: no tracks)."""
         with self._lock:
             inputs = self._inputs
+            self.version_read, self.version_read_received_at = self.version, self.received_at
         if inputs is None:
             return None
         return TrackHeadInputs(inputs.coords[:, start:stop], inputs.visibility[:, start:stop], inputs.track_ids)
 
-    def replace(self, tracks: TrackSet) -> None:
+    def replace(self, tracks: TrackSet, received_at: float | None = None) -> None:
         inputs = track_head_inputs(self._convert(tracks))  # validate and map before taking the lock
         with self._lock:
             self._inputs = inputs
             self.version += 1
+            self.received_at = time.monotonic() if received_at is None else received_at
 
 
 class _Stream:
@@ -69,6 +82,7 @@ class _Stream:
         self.token = token
         self.client_id = client_id
         self.update_lock = threading.Lock()  # edits of one stream apply in the order they are parsed
+        self.stop = threading.Event()  # set by the stop route
 
 
 # (prompt id, node id) -> the streams running under it, usually one.
@@ -92,6 +106,21 @@ class running_stream:
     @property
     def token(self) -> str | None:
         return self.stream.token if self.stream is not None else None
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stream is not None and self.stream.stop.is_set()
+
+    def wait_for_stop(self, seconds: float) -> bool:
+        """Sleeps up to `seconds`, less if Stop comes; returns whether it came."""
+        if self.stream is None:
+            time.sleep(seconds)
+            return False
+        return self.stream.stop.wait(seconds)
+
+    def set_frames_fields(self, **fields) -> None:
+        """Adds `fields` to this stream's next frames and status messages (from the thread that sends them)."""
+        self._fields.update(fields)
 
     def __enter__(self) -> LiveTracks:
         client_id = host.current_client_id()
@@ -141,6 +170,9 @@ def _size_problem(document: dict) -> str | None:
     tracks = document.get("tracks")
     if not isinstance(tracks, list):
         return None  # the parser names that problem
+    # Region drags (widget JSON version 2) count as tracks here: each is one handle of the request.
+    regions = document.get("regions")
+    tracks = tracks + regions if isinstance(regions, list) else tracks
     if len(tracks) > MAX_LIVE_TRACKS:
         return f"too many tracks for a live edit: {len(tracks)} (the limit is {MAX_LIVE_TRACKS})"
     keyframes = sum(len(track["keyframes"]) for track in tracks
@@ -150,25 +182,23 @@ def _size_problem(document: dict) -> str | None:
     return None
 
 
-def apply_live_tracks(body) -> tuple[int, dict]:
-    """Handles one parsed request body; returns (HTTP status, JSON reply). Shared by the route and tests.
-
-    The body: {"prompt_id", "node_id", "token" (the stream's live_token), "client_id" (ComfyUI's, where
-    the prompt had one), "tracks" (a motionstream-tracks document)}."""
+def _owned_stream(body, what: str) -> tuple[_Stream | None, int, dict]:
+    """The running stream a request body names and owns, or (None, HTTP status, error reply)."""
     if not isinstance(body, dict):
-        return 400, {"error": "the body must be a JSON object with prompt_id, node_id, token and tracks"}
+        return None, 400, {"error": f"the body must be a JSON object with prompt_id, node_id, token{what}"}
     try:
         key = (_id(body, "prompt_id"), _id(body, "node_id"))
         token = _optional_string(body, "token")
         client_id = _optional_string(body, "client_id")
     except ValueError as error:
-        return 400, {"error": str(error)}
+        return None, 400, {"error": str(error)}
     with _registry_lock:
         streams = list(_running.get(key, ()))
     if not streams:
-        return 404, {"error": f"no MotionStream stream is running for prompt {key[0]}, node {key[1]}"}
+        return None, 404, {"error": f"no MotionStream stream is running for prompt {key[0]}, node {key[1]}"}
     if all(stream.token is None for stream in streams):
-        return 403, {"error": "this stream was queued without a client id, so it takes no live edits"}
+        return None, 403, {"error": "this stream was queued without a client id, so it takes no live edits "
+                                    "and no Stop (Cancel still ends it)"}
     owned = None
     for stream in streams:  # every candidate is compared, so the time does not tell which failed
         matches = stream.token is not None and _same(stream.token, token or "")
@@ -177,8 +207,21 @@ def apply_live_tracks(body) -> tuple[int, dict]:
         if matches:
             owned = stream
     if owned is None:
-        return 403, {"error": "only the client that queued this prompt can steer its stream "
-                              "(the token or client id is missing or wrong)"}
+        return None, 403, {"error": "only the client that queued this prompt can steer or stop its stream "
+                                    "(the token or client id is missing or wrong)"}
+    return owned, 200, {}
+
+
+def apply_live_tracks(body, received_at: float | None = None) -> tuple[int, dict]:
+    """Handles one parsed request body; returns (HTTP status, JSON reply). Shared by the route and tests.
+
+    The body: {"prompt_id", "node_id", "token" (the stream's live_token), "client_id" (ComfyUI's, where
+    the prompt had one), "tracks" (a motionstream-tracks document)}. `received_at`: when the route got it
+    (time.monotonic(); now if None), for the latency stamps."""
+    received_at = time.monotonic() if received_at is None else received_at
+    owned, status, reply = _owned_stream(body, " and tracks")
+    if owned is None:
+        return status, reply
     document = body.get("tracks")
     if not isinstance(document, dict):
         return 400, {"error": "tracks must be a motionstream-tracks object"}
@@ -187,7 +230,7 @@ def apply_live_tracks(body) -> tuple[int, dict]:
         return 413, {"error": problem}
     try:
         with owned.update_lock:
-            owned.live.replace(tracks_from_widget_json(document))
+            owned.live.replace(tracks_from_widget_json(document), received_at)
             version = owned.live.version
     except RecursionError:
         return 400, {"error": "the tracks nest too deeply"}
@@ -196,17 +239,38 @@ def apply_live_tracks(body) -> tuple[int, dict]:
     return 200, {"ok": True, "version": version}
 
 
+def apply_stop(body) -> tuple[int, dict]:
+    """Asks the stream a body names (as for live edits, without tracks) to finish after its current chunk."""
+    owned, status, reply = _owned_stream(body, "")
+    if owned is None:
+        return status, reply
+    owned.stop.set()
+    return 200, {"ok": True, "stopping": True}
+
+
+def _parsed(raw: bytes | str, limit: int):
+    """(body, None) or (None, (HTTP status, error reply))."""
+    if len(raw) > limit:
+        return None, (413, {"error": f"the body is larger than the limit of {limit} bytes"})
+    try:
+        return json.loads(raw), None
+    except RecursionError:
+        return None, (400, {"error": "the body is not usable JSON: it nests too deeply"})
+    except ValueError as error:  # also bad UTF-8 and integers past Python's digit limit
+        return None, (400, {"error": f"the body is not JSON: {error}"})
+
+
 def handle_live_tracks_request(raw: bytes | str) -> tuple[int, dict]:
     """The route's whole work on a raw body: bounded, decoded, checked, applied. Runs on a worker thread."""
-    if len(raw) > MAX_LIVE_REQUEST_BYTES:
-        return 413, {"error": f"the body is larger than the limit of {MAX_LIVE_REQUEST_BYTES} bytes"}
-    try:
-        body = json.loads(raw)
-    except RecursionError:
-        return 400, {"error": "the body is not usable JSON: it nests too deeply"}
-    except ValueError as error:  # also bad UTF-8 and integers past Python's digit limit
-        return 400, {"error": f"the body is not JSON: {error}"}
-    return apply_live_tracks(body)
+    received_at = time.monotonic()
+    body, problem = _parsed(raw, MAX_LIVE_REQUEST_BYTES)
+    return problem if problem is not None else apply_live_tracks(body, received_at)
+
+
+def handle_stop_request(raw: bytes | str) -> tuple[int, dict]:
+    body, problem = _parsed(raw, MAX_STOP_REQUEST_BYTES)
+    return problem if problem is not None else apply_stop(body)
 
 
 host.add_json_route("POST", ROUTE, handle_live_tracks_request, MAX_LIVE_REQUEST_BYTES)
+host.add_json_route("POST", STOP_ROUTE, handle_stop_request, MAX_STOP_REQUEST_BYTES)

@@ -1,8 +1,11 @@
-"""Whether a stream's IMAGE and LATENT outputs fit in memory; beyond that the frames go to the video file only."""
+"""Whether a stream's IMAGE and LATENT outputs fit in memory (beyond that the frames go to the video file only),
+and `StreamOutputs`, which keeps them accordingly while writing every frame to the file."""
 
 from __future__ import annotations
 
 import dataclasses
+
+import torch
 
 MAX_IN_MEMORY_BYTES = 2 * 2**30  # never more than this, however much RAM is free
 AVAILABLE_RAM_FRACTION = 0.25  # of the RAM available when the stream starts: downstream nodes copy the batch
@@ -65,3 +68,41 @@ def decide_in_memory_outputs(frames: int | None, height: int, width: int, channe
                            f"{frames} frames of {width}x{height} need {needed / 2**30:.2f} GiB as IMAGE/LATENT, more "
                            f"than the {budget / 2**30:.2f} GiB allowed (min(2 GiB, 1/4 of the available RAM)): the "
                            f"frames go to the video file only; IMAGE and LATENT hold the last frame")
+
+
+class StreamOutputs:
+    """Where a stream's chunks go: every frame to the video file; frames and latents for IMAGE/LATENT only when
+    `keep`, else the last ones only. `num_frames` (None: no set length) cuts frames past the end."""
+
+    def __init__(self, writer, keep: bool, num_frames: int | None):
+        self.writer, self.keep, self.num_frames = writer, keep, num_frames
+        self.frames: list[torch.Tensor] = []
+        self.latents: list[torch.Tensor] = []
+        self.frame_count = 0
+
+    def add_latents(self, latents: torch.Tensor) -> None:
+        """Model-space latents [1, C, t, h, w] of one chunk."""
+        latents = latents.float().cpu()
+        if self.keep:
+            self.latents.append(latents)
+        else:
+            self.latents = [latents[:, :, -1:].clone()]
+
+    def add_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Writes frames [T, H, W, 3] to the file; returns those written (none past num_frames)."""
+        if self.num_frames is not None:
+            frames = frames[: self.num_frames - self.frame_count]
+        if frames.shape[0]:
+            self.writer.write(frames)
+            self.frame_count += frames.shape[0]
+            if self.keep:
+                self.frames.append(frames)
+            else:
+                self.frames = [frames[-1:].clone()]
+        return frames
+
+    def images(self) -> torch.Tensor:
+        return torch.cat(self.frames, dim=0).float().cpu()
+
+    def latent(self) -> torch.Tensor:
+        return torch.cat(self.latents, dim=2)

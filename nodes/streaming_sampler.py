@@ -1,9 +1,22 @@
 """The streaming sampler: a causal student generates the video chunk by chunk inside the graph run,
-each chunk decoded and shown in the browser as soon as it exists, steerable by live drags."""
+each chunk decoded, written to a video file and shown in the browser as soon as it exists, steerable
+by live drags, for a set length or until Stop.
+
+Memory stays flat whatever the length: every chunk goes to the file (nodes/video_file.py) and the
+preview as it comes, and the frames are kept for the IMAGE/LATENT outputs only when they fit
+(nodes/output_memory.py: min(2 GiB, a quarter of the available RAM); never for an endless stream).
+Otherwise IMAGE and LATENT hold the last frame, the VIDEO output has every frame, and a warning says so.
+
+Stop (the preview's button, POST /motionstream/stop) ends the stream after the chunk in progress;
+the node returns normally with what was made. Cancel interrupts as ComfyUI does: the node raises,
+and the file keeps every frame written up to then (it is finalised, not discarded).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 
 import torch
 
@@ -12,6 +25,11 @@ from motionstream_core import StreamConditions, StreamingSession, TrackChannelPr
 from . import host
 from .inputs import clip_image_tokens, tracks_for_generation
 from .live_control import LiveTracks, running_stream
+from .output_memory import decide_in_memory_outputs, StreamOutputs
+from .pacing import PlaybackPacer
+from .video_file import open_output_video, video_value
+
+DEFAULT_FILENAME_PREFIX = "MotionStream"
 
 
 def _parse_steps(text: str) -> tuple[int, ...] | None:
@@ -56,28 +74,54 @@ class MotionStreamStreamingSampler:
                 "clip_vision_output": ("CLIP_VISION_OUTPUT", {"tooltip": "CLIP-H of the start image, for Wan 2.1 "
                                                                          "image-to-video checkpoints."}),
                 "tracks": ("TRACKS",),
+                "filename_prefix": ("STRING", {"default": DEFAULT_FILENAME_PREFIX,
+                                               "tooltip": "The video file written as the stream goes, in ComfyUI's "
+                                                          "output folder (H.264 MP4, else VP9 WebM)."}),
+                "until_stopped": ("BOOLEAN", {"default": False, "label_on": "until Stop", "label_off": "num_frames",
+                                              "tooltip": "Stream until Stop in the preview (num_frames is ignored; "
+                                                         "the frames go to the video file only)."}),
+                "pace_to_playback": ("BOOLEAN", {"default": True,
+                                                 "tooltip": "While the browser that queued the run plays the preview, "
+                                                            "stay at most two chunks ahead of it, so drags show up "
+                                                            "within a chunk or two. Off: as fast as possible."}),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    RETURN_TYPES = ("IMAGE", "LATENT")
-    RETURN_NAMES = ("images", "latent")
+    RETURN_TYPES = ("IMAGE", "LATENT", "VIDEO")
+    RETURN_NAMES = ("images", "latent", "video")
+    OUTPUT_TOOLTIPS = ("The frames, when they fit in memory; else the last frame.",
+                       "Their latents, when they fit in memory; else the last latent frame.",
+                       "The video file with every frame.")
     FUNCTION = "generate"
     CATEGORY = "MotionStream/sampling"
     DESCRIPTION = ("Streams a video chunk by chunk with a causal student; drags in a connected track editor steer the next "
                    "chunks. Each model decodes with its own codec: Wan 2.1 models with the Tiny VAE (or the VAE), the "
                    "embedded demo with its built-in one, so it needs only a start image. A missing input is named "
-                   "when the run starts.")
+                   "when the run starts. Every chunk goes to a video file as it comes, so any length (or until Stop) "
+                   "runs in constant memory.")
+
+    @classmethod
+    def IS_CHANGED(cls, until_stopped=False, **_):
+        """A stream until Stop runs again whenever it is queued (NaN never equals itself): its length is the user's."""
+        return float("nan") if until_stopped else ""
 
     def generate(self, model, width, height, num_frames, seed, fps, sink_frames, window_frames, denoising_steps, shift,
                  positive=None, tiny_vae=None, vae=None, start_image=None, clip_vision_output=None, tracks=None,
-                 unique_id=None):
+                 filename_prefix=DEFAULT_FILENAME_PREFIX, until_stopped=False, pace_to_playback=True,
+                 unique_id=None, prompt=None, extra_pnginfo=None):
         dit, config = model.dit, model.dit.config
         model.check_inputs(positive=positive, tiny_vae=tiny_vae, vae=vae, start_image=start_image,
                            clip_vision_output=clip_vision_output)
         model.check_size(width, height)
         codec = model.codec.connect(vae=vae, tiny_vae=tiny_vae)
-        latent_frames, latent_height, latent_width = codec.geometry(width, height, num_frames)
+        length = None if until_stopped else num_frames  # None: until Stop
+        latent_frames, latent_height, latent_width = codec.geometry(width, height, 1 if length is None else length)
+        latent_frames = None if length is None else latent_frames
+        decoder = codec.decoder()
+        if length is None and not decoder.live:
+            raise ValueError("until_stopped needs every chunk decoded as it comes: connect the Tiny VAE (the Wan 2.1 "
+                             "VAE decodes the whole video at the end)")
         overrides = {"sink_frames": sink_frames, "window_frames": window_frames, "shift": shift,
                      "denoising_steps": _parse_steps(denoising_steps)}
         streaming = dataclasses.replace(
@@ -93,7 +137,7 @@ class MotionStreamStreamingSampler:
         source_size = (start_image.shape[2], start_image.shape[1]) if start_image is not None else None
 
         def to_generation(track_set):  # the initial tracks and every live edit
-            track_set = tracks_for_generation(track_set, width, height, fps, num_frames, source_size)
+            track_set = tracks_for_generation(track_set, width, height, fps, length, source_size)
             return model.tracks_with_trained_ids(track_set)
 
         live = LiveTracks(to_generation(tracks) if tracks is not None else None, to_generation)
@@ -108,50 +152,110 @@ class MotionStreamStreamingSampler:
             first_frame_latents=first_frame,
             motion_providers=providers,
         )
-        decoder = codec.decoder()
-        frames = []
+
+        latent_bytes = 0 if length is None else math.ceil(4 * config.out_channels * latent_frames * latent_height
+                                                          * latent_width / length)
+        memory = decide_in_memory_outputs(length, height, width, latent_bytes_per_frame=latent_bytes)
+        if memory.warning:
+            host.warn(f"MotionStream: {memory.warning}")
+            if not decoder.live:
+                host.warn("MotionStream: the Wan 2.1 VAE still decodes the whole video at once at the end; connect "
+                          "the Tiny VAE to decode it chunk by chunk in constant memory")
+        writer = open_output_video((filename_prefix or "").strip() or DEFAULT_FILENAME_PREFIX, fps, width=width,
+                                   height=height, metadata=_file_metadata(prompt, extra_pnginfo))
+        outputs = StreamOutputs(writer, memory.keep, length)
+        registration = running_stream(host.current_prompt_id(), unique_id, live)
+        pacer = None
+        edit_shown = 0  # the latest live edit whose latency went out in a frames message
 
         def on_frames(chunk_frames, chunk_index, done):
             """Every decoded chunk's frames [T, H, W, 3] come through here once, in order."""
-            frames.append(chunk_frames)
-            if decoder.live:
-                host.send_frames(unique_id, chunk_frames, fps, chunk_index, done)
+            nonlocal edit_shown
+            chunk_frames = outputs.add_frames(chunk_frames)
+            if not (decoder.live and chunk_frames.shape[0]):
+                return
+            if live.version_read != edit_shown and live.version_read_received_at is not None:
+                # the first chunk made with this edit: the route-to-preview part of the drag-to-screen latency
+                edit_shown = live.version_read
+                registration.set_frames_fields(tracks_version=edit_shown, edit_to_frames_ms=round(
+                    1000 * (time.monotonic() - live.version_read_received_at), 1))
+            host.send_frames(unique_id, chunk_frames, fps, chunk_index, done)
+            if pacer is not None:
+                pacer.sent(chunk_frames.shape[0])
+
+        interrupt = host.interrupt_check()
+
+        def pause(seconds):  # the pacer's sleep: Stop ends it at once, Cancel within 0.1 s
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0 and not registration.wait_for_stop(min(left, 0.1)):
+                host.throw_if_interrupted(interrupt)
 
         progress = host.Progress(latent_frames)
+        state, chunk_count, stopped = "failed", 0, False
         dit.to(device)
         session = None
         try:
-            session = StreamingSession(dit, streaming, latent_height=latent_height, latent_width=latent_width,
-                                       seed=seed, interrupt=host.interrupt_check())
-            session.start(conditions)
-            with running_stream(host.current_prompt_id(), unique_id, live):
-                latents, chunk_count = self._stream(session, decoder, latent_frames, progress, on_frames)
+            try:
+                session = StreamingSession(dit, streaming, latent_height=latent_height, latent_width=latent_width,
+                                           seed=seed, interrupt=interrupt)
+                session.start(conditions)
+                with registration:
+                    host.send_status(unique_id, "streaming", num_frames=length, fps=fps)
+                    if pace_to_playback and decoder.live and registration.token is not None and host.has_server():
+                        pacer = PlaybackPacer(fps, sleep=pause)
+                    chunk_count, stopped = self._stream(
+                        session, decoder, latent_frames, progress, outputs, on_frames,
+                        stop_requested=lambda: registration.stop_requested,
+                        pace=pacer.wait if pacer is not None else lambda: None)
+            finally:
+                del session
+                dit.to(host.offload_device())
+                host.free_memory()
+            rest = decoder.flush()  # where a decoder keeps frames back (the whole-video VAE), with the transformer offloaded
+            if rest.shape[0]:
+                on_frames(rest, chunk_count, True)
+            state = "stopped" if stopped else "done"
+        except BaseException as error:
+            state = "cancelled" if host.is_interrupt(error) else "failed"
+            raise
         finally:
-            del session
-            dit.to(host.offload_device())
-            host.free_memory()
-        rest = decoder.flush()  # where a decoder keeps frames back (the whole-video VAE), with the transformer offloaded
-        if rest.shape[0]:
-            on_frames(rest, chunk_count, True)
+            path = writer.close()  # on Cancel too: the file keeps the frames written so far
+            host.send_status(unique_id, state, frames=outputs.frame_count,
+                             file=writer.output_file.ui_entry() if path is not None else None)
 
-        images = torch.cat(frames, dim=0)[:num_frames]
-        return (images.float().cpu(), {"samples": codec.latent_output(latents.float())})
+        latent = {"samples": codec.latent_output(outputs.latent())}
+        return (outputs.images(), latent, video_value(path) if path is not None else None)
 
     @staticmethod
-    def _stream(session, decoder, latent_frames, progress, on_frames):
-        """Latents [1, C, F, h, w] of the whole video and the number of chunks; each chunk's frames go to on_frames."""
-        chunks, produced = [], 0
-        while produced < latent_frames:
+    def _stream(session, decoder, latent_frames, progress, outputs, on_frames, stop_requested, pace):
+        """Generates chunks until `latent_frames` latent frames are made (None: until Stop). Each chunk's latents go
+        to `outputs`, its frames to `on_frames`; `pace()` runs between chunks. Returns (chunks made, stopped)."""
+        produced = count = 0
+        while True:
             chunk = session.next_chunk()
-            latents = chunk.latents[:, :, : latent_frames - produced]  # the last block may run past the end
-            produced += latents.shape[2]
-            chunks.append(latents.float().cpu())
+            latents = chunk.latents if latent_frames is None else chunk.latents[:, :, : latent_frames - produced]
+            produced += latents.shape[2]  # the last block may run past the end
+            count += 1
+            outputs.add_latents(latents)
+            finished = latent_frames is not None and produced >= latent_frames
+            stopped = not finished and stop_requested()  # Stop ends the stream after the chunk in progress
             decoded = decoder.push(latents)
             if decoded.shape[0]:
-                on_frames(decoded, chunk.index, produced >= latent_frames)
+                on_frames(decoded, chunk.index, finished or stopped)
             progress.update(produced)
-        return torch.cat(chunks, dim=2), len(chunks)
+            if finished or stopped:
+                return count, stopped
+            pace()
+            if stop_requested():  # Stop while waiting for the player
+                return count, True
 
+
+def _file_metadata(prompt, extra_pnginfo) -> dict:
+    """What ComfyUI's SaveVideo stores in a file: the workflow (so dropping the file loads it) and the prompt."""
+    metadata = dict(extra_pnginfo) if isinstance(extra_pnginfo, dict) else {}
+    if prompt is not None:
+        metadata["prompt"] = prompt
+    return metadata
 
 NODE_CLASS_MAPPINGS = {"MotionStreamStreamingSampler": MotionStreamStreamingSampler}
 NODE_DISPLAY_NAME_MAPPINGS = {"MotionStreamStreamingSampler": "MotionStream Streaming Sampler"}

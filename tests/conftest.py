@@ -54,3 +54,14 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def output_folder_outside_the_repository(tmp_path_factory):
+    """Nodes that write video files (the streaming sampler) write them here, not into ./output."""
+    if "MOTIONSTREAM_OUTPUT_DIR" in os.environ:
+        yield
+        return
+    os.environ["MOTIONSTREAM_OUTPUT_DIR"] = str(tmp_path_factory.mktemp("output"))
+    yield
+    os.environ.pop("MOTIONSTREAM_OUTPUT_DIR", None)

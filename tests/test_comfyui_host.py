@@ -446,3 +446,77 @@ def test_the_embedded_example_workflow_runs_with_nothing_downloaded(comfy, pack)
     assert list((comfy.base / "output" / "video").glob("MotionStream_demo*.mp4"))
     assert list((comfy.base / "output" / "MotionStream").glob("demo_tracks_overlay*.webp"))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# (e) until Stop: the preview's Stop over HTTP, the VIDEO output into core SaveVideo
+# ---------------------------------------------------------------------------------------------
+
+
+def test_an_endless_stream_ends_on_stop_and_its_video_goes_to_core_save_video(comfy, pack):
+    from motionstream_core.demo import load_demo_tracks
+    from motionstream_core.motion.formats.widget_json import tracks_to_widget_json
+
+    embedded = pack.nodes.model_loaders.EMBEDDED_MODELS
+    graph = {
+        "1": {"class_type": "MotionStreamModelLoader", "inputs": {"model_name": next(iter(embedded)), "weight_dtype": "auto"}},
+        "2": {"class_type": "MotionStreamDemoImage", "inputs": {}},
+        "3": {"class_type": "MotionStreamTrackEditor", "inputs": {"tracks_json": tracks_to_widget_json(load_demo_tracks())}},
+        "4": {"class_type": "MotionStreamStreamingSampler", "inputs": {
+            "model": ["1", 0], "width": 128, "height": 128, "num_frames": 5, "seed": 0, "fps": 16.0, "sink_frames": -1,
+            "window_frames": -1, "denoising_steps": "", "shift": 0.0, "start_image": ["2", 0], "tracks": ["3", 0],
+            "filename_prefix": "endless/stream", "until_stopped": True, "pace_to_playback": True}},
+        "5": {"class_type": "SaveVideo", "inputs": {"video": ["4", 2], "filename_prefix": "endless/saved",
+                                                   "format": "auto", "codec": "auto"}},
+    }
+    client_id = uuid.uuid4().hex
+    ws = WebSocket("127.0.0.1", comfy.port, f"/ws?clientId={client_id}")
+    try:
+        status, reply = comfy.queue_prompt(graph, client_id)
+        assert status == 200, json.dumps(reply, indent=1)[:4000]
+        prompt_id = reply["prompt_id"]
+        messages, stop_reply, token, began = [], None, None, None
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline:
+            message = ws.receive(timeout=max(1.0, deadline - time.monotonic()))
+            if message is None:
+                break
+            if isinstance(message, bytes):
+                continue
+            message = json.loads(message)
+            messages.append(message)
+            data = message.get("data") or {}
+            if message["type"] == "motionstream.status" and data.get("state") == "streaming":
+                token = data["live_token"]
+            if message["type"] == "motionstream.frames" and began is None:
+                began = time.monotonic()
+            if message["type"] == "motionstream.frames" and data.get("chunk_index") == 20 and stop_reply is None:
+                stop_reply = comfy.request("POST", "/motionstream/stop", {
+                    "prompt_id": prompt_id, "node_id": "4", "token": token, "client_id": client_id})
+                stopped_at = time.monotonic()
+            if data.get("prompt_id") == prompt_id and message["type"] in (
+                    "execution_success", "execution_error", "execution_interrupted"):
+                break
+    finally:
+        ws.close()
+    errors = messages_of(messages, "execution_error", prompt_id)
+    assert not errors, json.dumps(errors, indent=1)[:6000] + "\n" + comfy.log()[-4000:]
+    assert stop_reply == (200, {"ok": True, "stopping": True})
+    frames = messages_of(messages, "motionstream.frames", prompt_id)
+    written = sum(len(f["frames"]) for f in frames)
+    assert 21 <= len(frames) <= 22 and written == 1 + 3 * (len(frames) - 1)
+    # paced to playback: 61 frames at 16 fps take about 3.8 s to show; the stream ran along with them
+    assert stopped_at - began >= (written - 1 - 6 - 3) / 16, (stopped_at - began, written)
+    statuses = messages_of(messages, "motionstream.status", prompt_id)
+    assert [s["state"] for s in statuses] == ["streaming", "stopped"] and statuses[-1]["frames"] == written
+    own = statuses[-1]["file"]
+    path = comfy.base / "output" / own["subfolder"] / own["filename"]
+    assert own["subfolder"] == "endless" and path.is_file() and not list(path.parent.glob("*.partial"))
+    import av
+
+    with av.open(str(path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == written
+        assert "workflow" not in container.metadata and json.loads(container.metadata["prompt"])["4"]["inputs"]["until_stopped"]
+    saved = comfy.history(prompt_id)["outputs"]["5"]["images"][0]
+    with av.open(str(comfy.base / "output" / saved["subfolder"] / saved["filename"])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == written, "core SaveVideo reads the VIDEO output"

@@ -77,7 +77,7 @@ def test_the_example_workflow_streams_128x128_frames_one_preview_message_per_chu
     outputs, core_inputs = run_prompt_in_process(pack, prompt)
 
     sampler = next(node_id for node_id, node in prompt.items() if node["class_type"] == "MotionStreamStreamingSampler")
-    images, latent = outputs[sampler]
+    images, latent, video = outputs[sampler]
     assert images.shape == (FEW_FRAMES, 128, 128, 3)
     assert 0 <= images.min() and images.max() <= 1 and images.std() > 0.01
     assert latent["samples"].shape == (1, 16, FEW_FRAMES, 32, 32)
@@ -96,7 +96,7 @@ def test_the_sampler_makes_the_video_the_demo_cli_makes(pack, demo):
     editor = next(node for node in example_prompt(pack).values() if node["class_type"] == "MotionStreamTrackEditor")
     (comfy_tracks,) = pack.NODE_CLASS_MAPPINGS["MotionStreamTrackEditor"]().build(editor["inputs"]["tracks_json"])
     image = load_demo_image()
-    images, _ = _generate(pack, demo, start_image=image.movedim(0, -1)[None], tracks=comfy_tracks)
+    images, _, _ = _generate(pack, demo, start_image=image.movedim(0, -1)[None], tracks=comfy_tracks)
     expected = load_demo_model().stream(image, tracks, FEW_FRAMES, seed=0).frames
     torch.testing.assert_close(images, expected.movedim(1, -1), atol=2e-3, rtol=0)
 

@@ -119,3 +119,36 @@ def test_track_editor_in_chromium(node):
     if not (JS_TESTS / "node_modules" / "playwright-core" / "package.json").is_file():
         _missing("playwright-core is not installed (bash tests/js/run_browser_test.sh installs it)")
     _run(["bash", str(JS_TESTS / "run_browser_test.sh")], timeout=300)
+
+
+# Region drags drawn in the editor, and the grid as the editor previews it at every frame.
+REGION_SCRIPT = f"""
+import {{ TrackEditorState, regionField, regionGridPoints }} from {json.dumps(STATE_MODULE)};
+const state = new TrackEditorState({{ width: 832, height: 480, fps: 8, duration: 3 }});
+state.importJson({{ ...state.toDocument(), version: 2, region_grid: 16, regions: [] }});
+state.addRegionAnchor(0.3, 0.7, {{ radius: 0.12 }});
+const drag = Array.from({{ length: 30 }}, (_, i) => ({{ t: i * 0.02, x: 0.35 + 0.01 * i, y: 0.5 + 0.1 * Math.sin(i / 5) }}));
+const path = state.addRegionDrag(drag, {{ radius: 0.2 }});
+state.setTrackTiming(path, {{ start: 0.5, duration: 1.5 }});
+state.addRegionDrag([{{ t: 9, x: 0.6, y: 0.55 }}, {{ t: 9.3, x: 0.62, y: 0.4 }}, {{ t: 9.6, x: 0.7, y: 0.4 }}],
+                    {{ live: true, start: 1.25, radius: 0.15 }});
+state.addRegionDrag([{{ t: 0, x: 0.5, y: 0.5 }}, {{ t: 1, x: 0.5, y: 0.3 }}], {{ radius: 0.1, start: 1, duration: 1 }});
+state.addTrackFromDrag([{{ t: 0, x: 0.1, y: 0.1 }}, {{ t: 1, x: 0.2, y: 0.3 }}]);
+const field = regionField(state.regions, {{ aspect: 832 / 480, basePoints: regionGridPoints(state.regionGrid) }});
+const frames = Math.floor(state.clip.duration * state.clip.fps + 1e-6) + 1;
+const grid = Array.from({{ length: frames }}, (_, frame) => Array.from(field.positionsAt(frame / state.clip.fps)));
+console.log(JSON.stringify({{ json: state.exportJson(), grid }}));
+"""
+
+
+def test_region_drags_read_in_python_as_the_editor_previews_them(node):
+    result = json.loads(_run_js(node, REGION_SCRIPT))
+    document = json.loads(result["json"])
+    assert document["version"] == 2 and [r["kind"] for r in document["regions"]] == ["anchor", "path", "live", "path"]
+    assert len(result["json"]) < 1200, "region drags travel as handles"
+    tracks = tracks_from_widget_json(result["json"])
+    assert tracks.num_tracks == 16 * 16 + 1 and tracks.num_frames == 25
+    expected = torch.tensor(result["grid"], dtype=torch.float64).reshape(25, 256, 2)
+    normalized = tracks.normalized_points().to(torch.float64)[:, :256]
+    assert float((expected - normalized).abs().max()) < 5e-5  # float32 in Python, float64 in the editor
+    assert float((expected[-1] - expected[0]).abs().max()) > 0.05, "the regions moved"

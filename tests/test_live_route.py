@@ -156,7 +156,7 @@ def test_the_token_goes_in_this_streams_frames_messages_only(live_control, host)
 
 def test_node_frames_carry_a_fresh_token_and_a_foreign_edit_changes_nothing(pack, model, tiny_vae, monkeypatch):  # noqa: F811
     host, live_control = pack.nodes.host, pack.nodes.live_control
-    baseline, base_latent = _run(pack, model, tiny_vae, _widget(0.8))
+    baseline, base_latent, _ = _run(pack, model, tiny_vae, _widget(0.8))
     replies, tokens = [], []
     original_send = host.send_frames
 
@@ -168,8 +168,8 @@ def test_node_frames_carry_a_fresh_token_and_a_foreign_edit_changes_nothing(pack
             replies.append(live_control.handle_live_tracks_request(_raw(body)))
 
     monkeypatch.setattr(host, "send_frames", send_and_attack)
-    _, latent = _run(pack, model, tiny_vae, _widget(0.8))
-    _, _ = _run(pack, model, tiny_vae, _widget(0.8))
+    _, latent, _ = _run(pack, model, tiny_vae, _widget(0.8))
+    _, _, _ = _run(pack, model, tiny_vae, _widget(0.8))
     assert replies[0][0] == 403 and "error" in replies[0][1]
     torch.testing.assert_close(latent["samples"], base_latent["samples"])
     assert len(tokens) == 6 and all(tokens) and len(set(tokens[:3])) == 1 and len(set(tokens[3:])) == 1
@@ -279,7 +279,7 @@ def test_a_cancel_stops_every_running_stream(host):
 
 def test_a_cancel_while_nothing_runs_does_not_stop_the_next_run(pack, host, model, tiny_vae):  # noqa: F811
     host.request_interrupt()
-    images, _ = _run(pack, model, tiny_vae, _widget(0.8))
+    images, _, _ = _run(pack, model, tiny_vae, _widget(0.8))
     assert images.shape[0] == 17
 
 

@@ -54,7 +54,7 @@ def _run(pack, model, tiny_vae, tracks_json=None, **overrides):
 
 def test_outputs_frames_and_latents(pack, model, tiny_vae):
     pack.nodes.host.sent_messages.clear()
-    images, latent = _run(pack, model, tiny_vae, _widget(0.8))
+    images, latent, _ = _run(pack, model, tiny_vae, _widget(0.8))
     assert images.shape == (FRAMES, HEIGHT, WIDTH, 3)
     assert 0 <= images.min() and images.max() <= 1
     assert latent["samples"].shape == (1, 16, 5, 6, 10)
@@ -66,10 +66,10 @@ def test_outputs_frames_and_latents(pack, model, tiny_vae):
 
 
 def test_same_seed_same_video_and_tracks_steer_it(pack, model, tiny_vae):
-    first, _ = _run(pack, model, tiny_vae, _widget(0.8))
-    again, _ = _run(pack, model, tiny_vae, _widget(0.8))
+    first, _, _ = _run(pack, model, tiny_vae, _widget(0.8))
+    again, _, _ = _run(pack, model, tiny_vae, _widget(0.8))
     torch.testing.assert_close(first, again)
-    other, _ = _run(pack, model, tiny_vae, _widget(0.3))
+    other, _, _ = _run(pack, model, tiny_vae, _widget(0.3))
     assert (first - other).abs().max() > 1e-3
 
 
@@ -85,9 +85,9 @@ def test_live_edit_changes_only_later_chunks(pack, model, tiny_vae, monkeypatch)
             replies.append(live_control.apply_live_tracks(
                 {"prompt_id": None, "node_id": "12", "token": token, "tracks": _widget(0.3)}))
 
-    baseline, base_latent = _run(pack, model, tiny_vae, _widget(0.8))
+    baseline, base_latent, _ = _run(pack, model, tiny_vae, _widget(0.8))
     monkeypatch.setattr(host, "send_frames", send_and_edit)
-    edited, edited_latent = _run(pack, model, tiny_vae, _widget(0.8))
+    edited, edited_latent, _ = _run(pack, model, tiny_vae, _widget(0.8))
     assert replies == [(200, {"ok": True, "version": 1})]
     torch.testing.assert_close(edited_latent["samples"][:, :, :4], base_latent["samples"][:, :, :4])
     assert (edited_latent["samples"][:, :, 4] - base_latent["samples"][:, :, 4]).abs().max() > 1e-4
@@ -110,7 +110,7 @@ def test_interrupt_between_chunks_stops_cleanly_and_the_next_run_works(pack, mod
         _run(pack, model, tiny_vae, _widget(0.8))
     assert not pack.nodes.live_control._running, "the stream is unregistered after an interrupt"
     monkeypatch.undo()
-    images, _ = _run(pack, model, tiny_vae, _widget(0.8))
+    images, _, _ = _run(pack, model, tiny_vae, _widget(0.8))
     assert images.shape[0] == FRAMES
 
 

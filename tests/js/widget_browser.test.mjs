@@ -176,7 +176,7 @@ describe("track editor canvas (harness page)", () => {
     await page.close();
   });
 
-  test("shift-click adds an anchor, dragging moves it, Delete and Ctrl+Z/Ctrl+Shift+Z work", async () => {
+  test("shift-click adds an anchor, dragging it in Move mode moves it, Delete and Ctrl+Z/Ctrl+Shift+Z work", async () => {
     const { page, errors } = await openHarness();
     const canvas = page.locator(".ms-track-editor canvas");
     await drag(page, canvas, [0.8, 0.2], null, { shift: true });
@@ -185,9 +185,10 @@ describe("track editor canvas (harness page)", () => {
     assert.equal(document.tracks[0].static, true);
     assertNear(document.tracks[0].keyframes[0].x, 0.8, 0.01, "anchor x");
 
+    await page.getByRole("button", { name: "Move" }).click();
     await drag(page, canvas, [0.8, 0.2], [0.5, 0.5]);
     document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
-    assert.equal(document.tracks.length, 1, "dragging a point moves it instead of drawing");
+    assert.equal(document.tracks.length, 1, "in Move mode dragging a point moves it instead of drawing");
     assertNear(document.tracks[0].keyframes[0].x, 0.5, 0.01, "moved anchor x");
     assertNear(document.tracks[0].keyframes[0].y, 0.5, 0.01, "moved anchor y");
     assert.match(await page.locator(".ms-status").textContent(), /anchor #0 {2}x 0\.5\d{3} {2}y 0\.5\d{3}/);
@@ -212,10 +213,10 @@ describe("track editor canvas (harness page)", () => {
     const { page, errors } = await openHarness();
     const canvas = page.locator(".ms-track-editor canvas");
     await drag(page, canvas, [0.1, 0.1], [0.4, 0.2]);
-    const inputs = page.locator(".ms-track-editor input[type=number]");
-    await inputs.nth(1).fill("2");
-    await inputs.nth(1).press("Enter");
-    await inputs.nth(1).blur();
+    const lengthInput = page.getByTitle("length of the selected track (s)");
+    await lengthInput.fill("2");
+    await lengthInput.press("Enter");
+    await lengthInput.blur();
     let document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
     assert.equal(document.tracks[0].keyframes.at(-1).t, 2);
 
@@ -226,15 +227,222 @@ describe("track editor canvas (harness page)", () => {
 
     const message = await page.evaluate(() => {
       try {
-        window.__editor.importJson('{"format":"motionstream-tracks","version":2}');
+        window.__editor.importJson('{"format":"motionstream-tracks","version":3}');
         return null;
       } catch (error) {
         return error.message;
       }
     });
-    assert.match(message, /unsupported widget JSON version 2/);
+    assert.match(message, /unsupported widget JSON version 3/);
     document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
     assert.equal(document.tracks.length, 1);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test("Draw mode draws across an existing track; the mode buttons show which mode is on", async () => {
+    const { page, errors } = await openHarness();
+    const canvas = page.locator(".ms-track-editor canvas");
+    const active = () => page.locator(".ms-track-editor button.ms-active").allTextContents();
+    assert.deepEqual(await active(), ["Draw"]);
+    await drag(page, canvas, [0.2, 0.5], [0.8, 0.5]);
+    // Starts on the first track's line and crosses it: a second track, no modifier needed.
+    await drag(page, canvas, [0.5, 0.5], [0.5, 0.9]);
+    let document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.tracks.length, 2);
+    assertNear(document.tracks[1].keyframes[0].x, 0.5, 0.01, "second track start x");
+    assertNear(document.tracks[1].keyframes.at(-1).y, 0.9, 0.01, "second track end y");
+    // A click on a track in Draw mode selects it.
+    await drag(page, canvas, [0.3, 0.5], null);
+    assert.match(await page.locator(".ms-status").textContent(), /track #0/);
+    await page.getByRole("button", { name: "Move" }).click();
+    assert.deepEqual(await active(), ["Move"]);
+    await drag(page, canvas, [0.35, 0.5], [0.35, 0.4]);
+    document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.tracks.length, 2, "Move mode moves, it does not draw");
+    assert.ok(document.tracks[0].keyframes.some((keyframe) => Math.abs(keyframe.y - 0.4) < 0.01), "moved to y 0.4");
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test("Region mode: a visible radius, drags become region handles, shift-click pins a region", async () => {
+    const { page, errors } = await openHarness();
+    const canvas = page.locator(".ms-track-editor canvas");
+    await page.getByRole("button", { name: "Region" }).click();
+    const box = await canvas.boundingBox();
+    // The radius circle follows the pointer: a blue tint inside it, none outside.
+    const pixel = (x, y) =>
+      page.evaluate(
+        ([px, py]) => Array.from(document.querySelector(".ms-track-editor canvas").getContext("2d").getImageData(px, py, 1, 1).data),
+        [Math.round(x), Math.round(y)],
+      );
+    const size = await page.evaluate(() => {
+      const element = document.querySelector(".ms-track-editor canvas");
+      return { width: element.width, height: element.height };
+    });
+    const radiusPx = 0.15 * Math.min(size.width, size.height);
+    const centre = [size.width / 2, size.height / 2];
+    const before = await pixel(centre[0], centre[1] - radiusPx / 2);
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    await page.waitForFunction(() => new Promise((resolve) => requestAnimationFrame(() => resolve(true))));
+    const inside = await pixel(centre[0], centre[1] - radiusPx / 2);
+    const outside = await pixel(centre[0], centre[1] - radiusPx * 1.3);
+    assert.ok(inside[2] - inside[0] > 15, `blue inside the radius: ${inside} (was ${before})`);
+    assert.ok(Math.abs(outside[2] - outside[0]) < 4, `no tint outside: ${outside}`);
+
+    await drag(page, canvas, [0.5, 0.5], [0.7, 0.4]);
+    await drag(page, canvas, [0.2, 0.8], null, { shift: true });
+    let document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.version, 2);
+    assert.deepEqual(document.tracks, []);
+    assert.deepEqual(document.regions.map((region) => [region.kind, region.radius]), [["path", 0.15], ["anchor", 0.15]]);
+    const [handle, anchor] = document.regions;
+    assertNear(handle.keyframes[0].x, 0.5, 0.01, "grab x");
+    assertNear(handle.keyframes.at(-1).x, 0.7, 0.01, "drop x");
+    assert.equal(handle.keyframes.at(-1).t, document.duration);
+    assertNear(anchor.keyframes[0].y, 0.8, 0.01, "anchor y");
+    assert.match(await page.locator(".ms-status").textContent(), /region anchor #1 {2}r 0\.150/);
+
+    // The radius field and the [ ] keys resize the selected region (one undo step for the keys).
+    await page.keyboard.press("]");
+    await page.keyboard.press("]");
+    document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.regions[1].radius, 0.1984);
+    await page.keyboard.press("Control+z");
+    document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.regions[1].radius, 0.15);
+    const radiusInput = page.getByTitle(/radius of region drags/);
+    await radiusInput.fill("0.3");
+    await radiusInput.press("Enter");
+    document = JSON.parse(await page.evaluate(() => window.__editor.exportJson()));
+    assert.equal(document.regions[1].radius, 0.3);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test("Ctrl+Z and Ctrl+Shift+Z in the editor reach neither ComfyUI's graph undo nor its keybindings", async () => {
+    const { page, errors } = await openHarness();
+    // Stand-ins for ComfyUI: the change tracker's window capture listener (it skips text fields,
+    // reading document.activeElement) and the keybinding service's window listener.
+    await page.evaluate(() => {
+      window.__host = { undo: 0, keybindings: 0 };
+      window.addEventListener(
+        "keydown",
+        (event) => {
+          const focused = document.activeElement;
+          const textField = focused?.tagName === "INPUT" || focused?.tagName === "TEXTAREA" || focused?.isContentEditable;
+          if (!textField && (event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") window.__host.undo += 1;
+        },
+        true,
+      );
+      const modifiers = ["Control", "Shift", "Alt", "Meta"];
+      window.addEventListener("keydown", (event) => (window.__host.keybindings += modifiers.includes(event.key) ? 0 : 1));
+    });
+    const canvas = page.locator(".ms-track-editor canvas");
+    await drag(page, canvas, [0.2, 0.3], [0.6, 0.3]);
+    await drag(page, canvas, [0.2, 0.6], [0.6, 0.6]);
+    for (const key of ["Control+z", "Control+z", "Control+Shift+z", "Delete", "Escape", "v", " "]) await page.keyboard.press(key);
+    const tracks = JSON.parse(await page.evaluate(() => window.__editor.exportJson())).tracks;
+    assert.equal(tracks.length, 1, "two undos and one redo: one track");
+    assert.deepEqual(await page.evaluate(() => window.__host), { undo: 0, keybindings: 0 });
+    assert.ok(await page.evaluate(() => document.activeElement === window.__editor.keySink), "the editor keeps the focus");
+    // The Undo button leaves the focus in the editor too.
+    await page.getByRole("button", { name: "Undo" }).click();
+    await page.keyboard.press("Control+z");
+    assert.deepEqual(await page.evaluate(() => window.__host), { undo: 0, keybindings: 0 });
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test("Play animates the tracks and the region grid over the clip", async () => {
+    const { page, errors } = await openHarness();
+    const canvas = page.locator(".ms-track-editor canvas");
+    await page.evaluate(() => window.__editor.state.setClip({ duration: 1 }));
+    await drag(page, canvas, [0.2, 0.3], [0.6, 0.3]);
+    await page.getByRole("button", { name: "Region" }).click();
+    await drag(page, canvas, [0.5, 0.6], [0.7, 0.6]);
+    const frame = () => page.evaluate(() => document.querySelector(".ms-track-editor canvas").toDataURL());
+    const still = await frame();
+    await page.getByRole("button", { name: "Play" }).click();
+    assert.equal(await page.evaluate(() => window.__editor.playing), true);
+    assert.equal(await page.locator(".ms-track-editor button.ms-active", { hasText: "Pause" }).count(), 1);
+    await page.waitForFunction(() => window.__editor.previewTime > 0.2);
+    const playing = await frame();
+    assert.notEqual(playing, still, "the canvas changes while playing");
+    const label = await page.locator(".ms-track-editor .ms-row span").last().textContent();
+    assert.match(label, /^t 0\.\d\d s$/);
+    await page.waitForFunction(() => !window.__editor.playing, null, { timeout: 5000 });
+    assert.equal(await page.evaluate(() => window.__editor.previewTime), 1, "stops at the end of the clip");
+    assert.equal(await page.getByRole("button", { name: "Play" }).count(), 1);
+    // Space plays again from the start; clicking Pause stops it.
+    await page.keyboard.press(" ");
+    assert.ok((await page.evaluate(() => window.__editor.previewTime)) < 0.5);
+    await page.getByRole("button", { name: "Pause" }).click();
+    assert.equal(await page.evaluate(() => window.__editor.playing), false);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+});
+
+describe("live region drags through the editor node (stub app/api modules)", () => {
+  test("a region drag while a stream runs is a green live handle timed by the stream's frames", async () => {
+    const { page, errors } = await openHarness();
+    await page.evaluate(async () => {
+      document.body.innerHTML = '<div id="node" style="width:600px;height:500px"></div>';
+      const { app } = await import("/scripts/app.js");
+      await import("/extensions/motionstream/track_editor_widget.js");
+      for (const extension of app.extensions) await extension.setup?.();
+      class FakeNode {
+        constructor(id) {
+          Object.assign(this, { id, size: [300, 200], properties: {}, inputs: [] });
+          this.widgets = [{ name: "tracks_json", type: "text", value: "" }];
+        }
+        addDOMWidget(name, type, element, options) {
+          document.getElementById("node").append(element);
+          const widget = { name, type, element, options };
+          this.widgets.push(widget);
+          return widget;
+        }
+        setSize(size) {
+          this.size = size;
+        }
+      }
+      class EditorNode extends FakeNode {}
+      for (const extension of app.extensions) await extension.beforeRegisterNodeDef?.(EditorNode, { name: "MotionStreamTrackEditor" });
+      const editorNode = new EditorNode(5);
+      editorNode.onNodeCreated();
+      const streamingNode = { id: 9, type: "MotionStreamSampler", comfyClass: "MotionStreamStreamingSampler", inputs: [{ name: "tracks", link: 1 }] };
+      app.graph.nodes.push(editorNode, streamingNode);
+      app.graph.links.set(1, { id: 1, origin_id: 5, target_id: 9 });
+      window.__editorNode = editorNode;
+    });
+    const canvas = page.locator("#node .ms-track-editor canvas");
+    await page.getByRole("button", { name: "Region" }).click();
+    await drag(page, canvas, [0.3, 0.3], [0.4, 0.3]); // before any stream: a drawn path
+    await page.evaluate(async () => {
+      const { api } = await import("/scripts/api.js");
+      api.clientId = "client-a";
+      api.dispatchEvent(new CustomEvent("execution_start", { detail: { prompt_id: "prompt-1" } }));
+      api.dispatchEvent(new CustomEvent("executing", { detail: "9" }));
+      const frames = (count) => Array.from({ length: count }, () => "");
+      const message = (chunk, count) => ({ node: "9", prompt_id: "prompt-1", fps: 16, chunk_index: chunk, done: false, frames: frames(count), live_token: "token-1" });
+      api.dispatchEvent(new CustomEvent("motionstream.frames", { detail: message(0, 1) }));
+      api.dispatchEvent(new CustomEvent("motionstream.frames", { detail: message(1, 3) }));
+      api.requests.length = 0;
+    });
+    await drag(page, canvas, [0.6, 0.6], [0.8, 0.5]);
+    await page.waitForFunction(async () =>
+      (await import("/scripts/api.js")).api.requests.some((request) => request.route === "/motionstream/live_tracks"),
+    );
+    const requests = await page.evaluate(async () => (await import("/scripts/api.js")).api.requests);
+    const last = JSON.parse(requests.filter((request) => request.route === "/motionstream/live_tracks").at(-1).body);
+    const regions = last.tracks.regions;
+    assert.deepEqual(regions.map((region) => region.kind), ["path", "live"]);
+    assert.equal(regions[1].keyframes[0].t, 0.25, "4 frames at 16 fps: the drag starts at 0.25 s of the stream");
+    assert.ok(regions[1].keyframes.at(-1).t < 2, "at the pointer's own pace, not stretched over the clip");
+    assert.ok(requests.every((request) => request.body === null || request.body.length < 2000), "edits stay small");
+    const stored = JSON.parse(await page.evaluate(() => window.__editorNode.widgets[0].value));
+    assert.deepEqual(stored.regions.map((region) => region.kind), ["path", "live"]);
     assert.deepEqual(errors, []);
     await page.close();
   });
@@ -393,6 +601,150 @@ describe("ComfyUI extensions against stub app/api modules", () => {
     });
     assert.equal(player.frames, 3);
     assert.equal(player.status, "chunk 1 · 3 frames · 30 fps · done");
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test("live preview: Stop button, final status, skipping to the newest chunk, edit latency", async () => {
+    const { page, errors } = await openHarness();
+    await page.evaluate(async () => {
+      document.body.innerHTML = '<div id="preview" style="width:320px;height:240px"></div>';
+      const { app } = await import("/scripts/app.js");
+      const { api } = await import("/scripts/api.js");
+      await import("/extensions/motionstream/live_preview.js");
+      for (const extension of app.extensions) await extension.setup?.();
+      class StreamingNode {
+        constructor(id) {
+          this.id = id;
+          this.widgets = [];
+        }
+        addDOMWidget(name, type, element, options) {
+          document.getElementById("preview").append(element);
+          const widget = { name, type, element, options };
+          this.widgets.push(widget);
+          return widget;
+        }
+      }
+      for (const extension of app.extensions) {
+        await extension.beforeRegisterNodeDef?.(StreamingNode, { name: "MotionStreamStreamingSampler" });
+      }
+      const node = new StreamingNode(4);
+      node.onNodeCreated();
+      window.__node = node;
+      api.clientId = "client-b";
+      window.__frame = (color) => {
+        const canvas = Object.assign(document.createElement("canvas"), { width: 16, height: 16 });
+        const context = canvas.getContext("2d");
+        context.fillStyle = color;
+        context.fillRect(0, 0, 16, 16);
+        return canvas.toDataURL("image/jpeg").split(",")[1];
+      };
+      window.__send = (type, detail) => api.dispatchEvent(new CustomEvent(type, { detail }));
+    });
+    const stopButton = page.locator("#preview button", { hasText: "Stop" });
+    const player = () =>
+      page.evaluate(() => {
+        const { motionstreamPlayer } = window.__node;
+        return {
+          state: motionstreamPlayer.state,
+          status: motionstreamPlayer.status.textContent,
+          disabled: motionstreamPlayer.stopButton.disabled,
+          label: motionstreamPlayer.stopButton.textContent,
+          frames: motionstreamPlayer.frameCount,
+          playhead: motionstreamPlayer.playhead,
+          skipped: motionstreamPlayer.skippedFrames,
+          latencies: motionstreamPlayer.latencies,
+        };
+      });
+    assert.equal((await player()).disabled, true, "no stream: nothing to stop");
+
+    // The stream's first status brings its token: Stop works before the first frames.
+    await page.evaluate(() =>
+      window.__send("motionstream.status", { node: "4", prompt_id: "p-1", state: "streaming", live_token: "tok-1" }),
+    );
+    assert.equal((await player()).disabled, false);
+    await page.evaluate(() =>
+      window.__send("motionstream.frames", {
+        node: "4", prompt_id: "p-1", fps: 16, chunk_index: 0, done: false, frames: [window.__frame("red")],
+      }),
+    );
+    assert.match((await player()).status, /chunk 0 · 1 frames · 16 fps · streaming/);
+    await stopButton.click();
+    const stopRequests = await page.evaluate(async () =>
+      (await import("/scripts/api.js")).api.requests.filter((request) => request.route === "/motionstream/stop"),
+    );
+    assert.equal(stopRequests.length, 1);
+    assert.equal(stopRequests[0].method, "POST");
+    assert.deepEqual(JSON.parse(stopRequests[0].body), {
+      prompt_id: "p-1", node_id: "4", token: "tok-1", client_id: "client-b",
+    });
+    let shown = await player();
+    assert.equal(shown.state, "stopping");
+    assert.equal(shown.label, "Stopping…");
+    assert.equal(shown.disabled, true, "one Stop is enough");
+    await page.evaluate(() =>
+      window.__send("motionstream.status", {
+        node: "4", prompt_id: "p-1", state: "stopped", frames: 1,
+        file: { filename: "MotionStream_00001_.mp4", subfolder: "", type: "output" },
+      }),
+    );
+    shown = await player();
+    assert.equal(shown.state, "stopped");
+    assert.equal(shown.status, "chunk 0 · 1 frames · 16 fps · stopped · MotionStream_00001_.mp4");
+    assert.equal(shown.disabled, true);
+
+    // Cancel: the node's final status says so, and ComfyUI's own interrupt event when it could not.
+    await page.evaluate(() => {
+      window.__send("motionstream.status", { node: "4", prompt_id: "p-2", state: "streaming", live_token: "tok-2" });
+      window.__send("motionstream.frames", {
+        node: "4", prompt_id: "p-2", fps: 16, chunk_index: 0, done: false, frames: [window.__frame("blue")],
+      });
+      window.__send("motionstream.status", { node: "4", prompt_id: "p-2", state: "cancelled", frames: 1 });
+    });
+    assert.match((await player()).status, /· cancelled$/);
+    await page.evaluate(() => {
+      window.__send("motionstream.frames", {
+        node: "4", prompt_id: "p-3", fps: 16, chunk_index: 0, done: false, frames: [window.__frame("blue")],
+      });
+      window.__send("execution_interrupted", { prompt_id: "p-other" });
+    });
+    assert.equal((await player()).state, "streaming", "another prompt's interrupt changes nothing");
+    await page.evaluate(() => window.__send("execution_interrupted", { prompt_id: "p-3" }));
+    shown = await player();
+    assert.equal(shown.state, "cancelled");
+    assert.match(shown.status, /· cancelled$/, "the preview no longer says streaming after Cancel");
+
+    // Behind by more than three chunks: the player skips to the newest chunk.
+    await page.evaluate(() => {
+      const red = window.__frame("red");
+      for (let chunk = 0; chunk < 6; chunk += 1) {
+        window.__send("motionstream.frames", {
+          node: "4", prompt_id: "p-4", fps: 1, chunk_index: chunk, done: false, frames: [red, red, red],
+        });
+      }
+    });
+    shown = await player();
+    assert.equal(shown.frames, 18);
+    assert.ok(shown.skipped >= 9 && shown.frames - shown.playhead <= 9, `skipped ${shown.skipped}, playhead ${shown.playhead}`);
+    assert.match(shown.status, /skipped \d+/);
+
+    // The first chunk made with a live edit: the server's part plus the time until its first frame is drawn.
+    await page.evaluate(() => {
+      const green = window.__frame("green");
+      window.__send("motionstream.frames", {
+        node: "4", prompt_id: "p-5", fps: 30, chunk_index: 0, done: false, frames: [green, green],
+      });
+      window.__send("motionstream.frames", {
+        node: "4", prompt_id: "p-5", fps: 30, chunk_index: 1, done: false, frames: [green, green],
+        tracks_version: 1, edit_to_frames_ms: 40,
+      });
+    });
+    await page.waitForFunction(() => window.__node.motionstreamPlayer.latencies.length === 1);
+    const [latency] = (await player()).latencies;
+    assert.equal(latency.version, 1);
+    assert.equal(latency.serverMs, 40);
+    assert.ok(latency.displayMs > 0 && latency.totalMs === latency.serverMs + latency.displayMs);
+    assert.match((await player()).status, /edit → screen \d+ ms/);
     assert.deepEqual(errors, []);
     await page.close();
   });
