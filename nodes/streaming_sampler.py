@@ -18,8 +18,6 @@ import dataclasses
 import math
 import time
 
-import torch
-
 from motionstream_core import StreamConditions, StreamingSession, TrackChannelProvider
 
 from . import host

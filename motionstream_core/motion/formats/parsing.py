@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from ..tracks import MAX_FRAMES, MAX_TRACK_POINTS, MAX_TRACKS
+from ..tracks import MAX_FRAMES, MAX_TRACK_POINTS, MAX_TRACKS, OUT_OF_FRAME_MARGIN
 
 MAX_JSON_CHARS = 64 * 1024 * 1024
 # No field admits an integer anywhere near this long; longer ones are not converted at all (Python
@@ -100,6 +101,32 @@ def describe(value: Any) -> str:
     except (RecursionError, ValueError):  # absurdly deep nesting, ints past Python's digit limit
         return f"a {type(value).__name__}"
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def keyframe_list(raw: Any, owner: str) -> list:
+    """The non-empty 'keyframes' list of a widget track or region (`owner` names it in errors)."""
+    keyframes = raw.get("keyframes")
+    if not isinstance(keyframes, list) or not keyframes:
+        raise ValueError(f"{owner} needs a non-empty 'keyframes' list")
+    return keyframes
+
+
+def keyframe_point(keyframe: Any, where: str) -> tuple[float, float, float]:
+    """(t, x, y) of a widget keyframe: t in seconds, x and y normalised and at most the margin outside the frame."""
+    if not isinstance(keyframe, Mapping):
+        raise ValueError(f"{where} must be an object, got {describe(keyframe)}")
+    time = finite_number(keyframe.get("t"), f"'t' of {where}")
+    if time < 0:
+        raise ValueError(f"'t' of {where} must not be negative, got {time}")
+    x = finite_number(keyframe.get("x"), f"'x' of {where}")
+    y = finite_number(keyframe.get("y"), f"'y' of {where}")
+    low, high = -OUT_OF_FRAME_MARGIN, 1.0 + OUT_OF_FRAME_MARGIN
+    if not (low <= x <= high and low <= y <= high):
+        raise ValueError(
+            f"{where} at ({x:g}, {y:g}) lies far outside the frame; "
+            f"normalised coordinates must be in [{low:g}, {high:g}]"
+        )
+    return time, x, y
 
 
 def check_track_count(count: int) -> None:

@@ -38,7 +38,7 @@ import torch
 
 from ..drag_control import MAX_GRID_SIZE, MAX_RADIUS, RegionHandle, default_grid_size, region_grid_positions
 from ..tracks import MAX_TRACK_ID, OUT_OF_FRAME_MARGIN
-from .parsing import bounded_integer, describe, finite_number
+from .parsing import bounded_integer, describe, finite_number, keyframe_list, keyframe_point
 
 REGIONS_VERSION = 2
 MAX_REGIONS = 64  # each drag re-weighs the grid, so reading costs grow with regions**2
@@ -84,25 +84,11 @@ def _parse_region(raw: Any, index: int) -> tuple[int, RegionHandle]:
     radius = finite_number(raw.get("radius"), f"'radius' of region {region_id}")
     if not 0 < radius <= MAX_RADIUS:
         raise ValueError(f"'radius' of region {region_id} must be in (0, {MAX_RADIUS:g}], got {radius:g}")
-    keyframes = raw.get("keyframes")
-    if not isinstance(keyframes, list) or not keyframes:
-        raise ValueError(f"region {region_id} needs a non-empty 'keyframes' list")
-    low, high = -OUT_OF_FRAME_MARGIN, 1.0 + OUT_OF_FRAME_MARGIN
+    keyframes = keyframe_list(raw, f"region {region_id}")
     rows = []
     for number, keyframe in enumerate(keyframes):
         where = f"keyframe {number} of region {region_id}"
-        if not isinstance(keyframe, Mapping):
-            raise ValueError(f"{where} must be an object, got {describe(keyframe)}")
-        time = finite_number(keyframe.get("t"), f"'t' of {where}")
-        if time < 0:
-            raise ValueError(f"'t' of {where} must not be negative, got {time}")
-        x = finite_number(keyframe.get("x"), f"'x' of {where}")
-        y = finite_number(keyframe.get("y"), f"'y' of {where}")
-        if not (low <= x <= high and low <= y <= high):
-            raise ValueError(
-                f"{where} at ({x:g}, {y:g}) lies far outside the frame; "
-                f"normalised coordinates must be in [{low:g}, {high:g}]"
-            )
+        time, x, y = keyframe_point(keyframe, where)
         rows.append((time, x, y))
     rows.sort(key=lambda row: row[0])
     if any(b[0] - a[0] < _TIME_EPSILON for a, b in zip(rows, rows[1:])):

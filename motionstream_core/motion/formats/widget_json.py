@@ -64,7 +64,6 @@ from ..tracks import (
     MAX_FRAME_SIZE,
     MAX_FRAMES,
     MAX_TRACK_ID,
-    OUT_OF_FRAME_MARGIN,
     TrackSet,
 )
 from .parsing import (
@@ -74,6 +73,8 @@ from .parsing import (
     check_track_count,
     describe,
     finite_number,
+    keyframe_list,
+    keyframe_point,
     load_json,
     strict_boolean,
 )
@@ -169,25 +170,11 @@ def _parse_track(raw: Any, index: int) -> tuple[int, bool, np.ndarray, np.ndarra
         raise ValueError(f"track {index} must be an object, got {describe(raw)}")
     track_id = bounded_integer(raw.get("id"), f"id of track {index}", 0, MAX_TRACK_ID)
     static = strict_boolean(raw.get("static", False), f"'static' of track {track_id}")
-    keyframes = raw.get("keyframes")
-    if not isinstance(keyframes, list) or not keyframes:
-        raise ValueError(f"track {track_id} needs a non-empty 'keyframes' list")
-    low, high = -OUT_OF_FRAME_MARGIN, 1.0 + OUT_OF_FRAME_MARGIN
+    keyframes = keyframe_list(raw, f"track {track_id}")
     rows = []
     for number, keyframe in enumerate(keyframes):
         where = f"keyframe {number} of track {track_id}"
-        if not isinstance(keyframe, Mapping):
-            raise ValueError(f"{where} must be an object, got {describe(keyframe)}")
-        time = finite_number(keyframe.get("t"), f"'t' of {where}")
-        if time < 0:
-            raise ValueError(f"'t' of {where} must not be negative, got {time}")
-        x = finite_number(keyframe.get("x"), f"'x' of {where}")
-        y = finite_number(keyframe.get("y"), f"'y' of {where}")
-        if not (low <= x <= high and low <= y <= high):
-            raise ValueError(
-                f"{where} at ({x:g}, {y:g}) lies far outside the frame; "
-                f"normalised coordinates must be in [{low:g}, {high:g}]"
-            )
+        time, x, y = keyframe_point(keyframe, where)
         visible = strict_boolean(keyframe.get("visible", True), f"'visible' of {where}")
         rows.append((time, x, y, visible))
     rows.sort(key=lambda row: row[0])
