@@ -13,7 +13,6 @@ to its old path; and whether the chunks sent before the edit are bit-identical.
 """
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -27,15 +26,9 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
+from _support import load_pack  # noqa: E402
 
 
-def load_pack():
-    spec = importlib.util.spec_from_file_location(
-        "comfyui_motionstream", REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["comfyui_motionstream"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def nanmean(values):

@@ -13,28 +13,18 @@ here). Also the frames queued on screen when each chunk lands, and the wall time
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import random
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
 import torch
+from _support import load_pack  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = "embedded: MotionStream demo (128x128, no download)"
 
 
-def load_pack():
-    spec = importlib.util.spec_from_file_location(
-        "comfyui_motionstream", REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(pack, paced: bool, chunks: int, edits: int, seed: int, fps: float) -> dict:

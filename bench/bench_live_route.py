@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import importlib.util
 import json
 import random
 import statistics
@@ -27,20 +26,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from _support import load_pack  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PROBE_PATH = "/ping"
 PROBE_INTERVAL_S = 0.005
 
 
-def load_pack():
-    spec = importlib.util.spec_from_file_location(
-        "comfyui_motionstream", REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["comfyui_motionstream"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def document(tracks: int, keyframes: int, shift: float = 0.0) -> dict:

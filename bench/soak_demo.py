@@ -23,19 +23,11 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from motionstream_core import StreamConditions, rescale_tracks  # noqa: E402
 from motionstream_core.demo import load_demo_image, load_demo_model, load_demo_tracks  # noqa: E402
+from _support import resident_megabytes, slope  # noqa: E402
 
 
-def resident_megabytes() -> float:
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def slope_per_thousand(xs, ys) -> float:
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    covariance = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
-    variance = sum((x - mean_x) ** 2 for x in xs)
-    return 1000 * covariance / variance if variance else 0.0
 
 
 @torch.no_grad()
@@ -79,9 +71,9 @@ def main(argv=None) -> int:
     print(json.dumps({
         "frames": frames,
         "rss_mb_first_last": [round(rss_mb[0], 1), round(rss_mb[-1], 1)],
-        "rss_mb_slope_per_1000_chunks": round(slope_per_thousand(indices, rss_mb), 3),
+        "rss_mb_slope_per_1000_chunks": round(1000 * slope(indices, rss_mb), 3),
         "cpu_ms_per_chunk_first_last": [round(cpu_ms[0], 2), round(cpu_ms[-1], 2)],
-        "cpu_ms_slope_per_1000_chunks": round(slope_per_thousand(indices, cpu_ms), 3),
+        "cpu_ms_slope_per_1000_chunks": round(1000 * slope(indices, cpu_ms), 3),
     }), flush=True)
     return 0
 

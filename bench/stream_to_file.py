@@ -29,30 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from motionstream_core import StreamConditions, rescale_tracks  # noqa: E402
 from motionstream_core.demo import load_demo_image, load_demo_model, load_demo_tracks  # noqa: E402
-
-PACK_MODULE = "comfyui_motionstream"
-
-
-def load_video_file_module():
-    """nodes/video_file.py, imported as part of the pack (the repository root is the ComfyUI package)."""
-    if PACK_MODULE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK_MODULE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK_MODULE] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"{PACK_MODULE}.nodes.video_file")
+from _support import load_pack, resident_megabytes, slope  # noqa: E402
 
 
-def resident_megabytes() -> float:
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def slope(xs, ys) -> float:
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    variance = sum((x - mean_x) ** 2 for x in xs)
-    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / variance if variance else 0.0
+
+
+
 
 
 def count_frames(path) -> int:
@@ -76,7 +60,7 @@ def main(argv=None) -> int:
         parser.error("--minutes and --report-every must be positive")
     torch.set_num_threads(args.threads)
     os.environ["MOTIONSTREAM_OUTPUT_DIR"] = str(Path(args.output).resolve())  # the nodes' output folder outside ComfyUI
-    video_file = load_video_file_module()
+    video_file = importlib.import_module(f"{load_pack().__name__}.nodes.video_file")
 
     demo = load_demo_model()
     tracks = rescale_tracks(load_demo_tracks(), demo.size, demo.size)
