@@ -11,16 +11,13 @@ a fixed set of 5,000 cases (about 30 s on two cores); MOTIONSTREAM_FUZZ_SCALE mu
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
 import os
 import re
-import signal
 import struct
 import tempfile
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -35,6 +32,8 @@ from numpy.lib import format as npy_format
 from motionstream_core import ReadOptions, TrackSet, list_track_formats, load_tracks_file
 from motionstream_core.motion.formats import load_cotracker_tracks, load_wan_move_tracks
 from motionstream_core.motion.tracks import MAX_FPS, MAX_FRAME_SIZE, MAX_TRACK_ID, OUT_OF_FRAME_MARGIN
+
+from case_time_limit import time_limit
 
 CASE_SECONDS = 10.0  # per case; the slowest legitimate case takes well under a second
 
@@ -52,29 +51,6 @@ def fuzz(examples: int):
 # ---------------------------------------------------------------------------
 # Outcome checks
 # ---------------------------------------------------------------------------
-
-
-class CaseTimeout(BaseException):
-    """Raised by the alarm; a BaseException, so no `except Exception` in the code under test hides it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float = CASE_SECONDS):
-    began = time.perf_counter()
-    if hasattr(signal, "setitimer"):
-        def expire(signum, frame):
-            raise CaseTimeout(f"a case ran for more than {seconds} s")
-
-        previous = signal.signal(signal.SIGALRM, expire)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
-            yield
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-    else:  # no alarm on this platform: at least report a slow case
-        yield
-        assert time.perf_counter() - began < seconds, "a case ran past its time limit"
 
 
 # Messages that mean an exception escaped from Python or numpy internals instead of being explained.
@@ -121,7 +97,7 @@ def outcome(call, *, invalid: bool = False, valid: bool = False, names: str | No
     construction and must be read. ``names`` is a regular expression the error message must match.
     Returns the TrackSet, or None.
     """
-    with time_limit():
+    with time_limit(CASE_SECONDS):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -1,9 +1,7 @@
 """Every public key scheme loads into the same model, and bad files fail with errors that say why."""
 
-import contextlib
 import json
 import pickle
-import signal
 
 import pytest
 import torch
@@ -11,6 +9,7 @@ from safetensors.torch import save_file
 
 from motionstream_core import WanConfig, WeightsError, build_dit, load_dit, read_state_dict, save_state_dict
 from motionstream_core.model.key_schemes import detect_scheme, diffusers_to_wan, to_canonical, wan_to_diffusers
+from case_time_limit import time_limit
 from tiny_models import random_dit, tiny_config
 
 # Head count cannot be read off weights; Wan uses 128-dim heads, so tiny test models do too.
@@ -217,22 +216,6 @@ def test_to_canonical_is_idempotent(model):
 
 
 # -- hostile and malformed files: clear errors naming the file, in bounded time ----------------------
-
-
-@contextlib.contextmanager
-def time_limit(seconds):
-    """Fails the test instead of hanging it (loaders used to loop forever on some files)."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_a_checkpoint_that_contains_itself_is_refused(tmp_path):

@@ -6,12 +6,10 @@ loader either loads it or raises a ValueError that names the file and says what 
 per-case time limit.
 """
 
-import contextlib
 import functools
 import itertools
 import json
 import math
-import signal
 import struct
 
 import pytest
@@ -23,6 +21,7 @@ from safetensors.torch import save_file
 from motionstream_core import load_dit, read_state_dict
 from motionstream_core.codecs.taehv import TinyVAE
 from motionstream_core.model.weights import read_config_file
+from case_time_limit import time_limit
 from tiny_models import random_dit, tiny_config
 
 # dim 128: the head count is inferred (one 128-wide head), so files without a config load too.
@@ -45,20 +44,6 @@ DIT_KEYS = sorted(_DIT)
 VAE_SHAPES = {k: tuple(v.shape) for k, v in TinyVAE(channels_last=False).state_dict().items()}
 VAE_KEYS = sorted(VAE_SHAPES)
 _names = itertools.count()
-
-
-@contextlib.contextmanager
-def time_limit(seconds):
-    def expire(signum, frame):
-        raise TimeoutError(f"a loader ran for more than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 LOADERS = {
