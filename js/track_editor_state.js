@@ -285,26 +285,36 @@ function isPlainObject(value) {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+function keyframeList(raw, owner) {
+  if (!Array.isArray(raw.keyframes) || raw.keyframes.length === 0) {
+    throw new Error(`${owner} needs a non-empty 'keyframes' list`);
+  }
+  return raw.keyframes;
+}
+
+// t in seconds, x and y normalised and at most the margin outside the frame (as the Python reader checks).
+function keyframePoint(keyframe, where) {
+  if (!isPlainObject(keyframe)) throw new Error(`${where} must be an object, got ${describe(keyframe)}`);
+  const t = readNumber(keyframe.t, `'t' of ${where}`);
+  if (t < 0) throw new Error(`'t' of ${where} must not be negative, got ${t}`);
+  const x = readNumber(keyframe.x, `'x' of ${where}`);
+  const y = readNumber(keyframe.y, `'y' of ${where}`);
+  if ([x, y].some((value) => value < MIN_COORDINATE || value > MAX_COORDINATE)) {
+    throw new Error(
+      `${where} at (${x}, ${y}) lies far outside the frame; ` +
+        `normalised coordinates must be in [${MIN_COORDINATE}, ${MAX_COORDINATE}]`,
+    );
+  }
+  return { t, x, y };
+}
+
 function parseTrack(raw, index) {
   if (!isPlainObject(raw)) throw new Error(`track ${index} must be an object, got ${describe(raw)}`);
   const id = readInteger(raw.id, `id of track ${index}`, 0, MAX_TRACK_ID);
   const isStatic = readBoolean(raw.static ?? false, `'static' of track ${id}`);
-  if (!Array.isArray(raw.keyframes) || raw.keyframes.length === 0) {
-    throw new Error(`track ${id} needs a non-empty 'keyframes' list`);
-  }
-  const keyframes = raw.keyframes.map((keyframe, number) => {
+  const keyframes = keyframeList(raw, `track ${id}`).map((keyframe, number) => {
     const where = `keyframe ${number} of track ${id}`;
-    if (!isPlainObject(keyframe)) throw new Error(`${where} must be an object, got ${describe(keyframe)}`);
-    const t = readNumber(keyframe.t, `'t' of ${where}`);
-    if (t < 0) throw new Error(`'t' of ${where} must not be negative, got ${t}`);
-    const x = readNumber(keyframe.x, `'x' of ${where}`);
-    const y = readNumber(keyframe.y, `'y' of ${where}`);
-    if ([x, y].some((value) => value < MIN_COORDINATE || value > MAX_COORDINATE)) {
-      throw new Error(
-        `${where} at (${x}, ${y}) lies far outside the frame; ` +
-          `normalised coordinates must be in [${MIN_COORDINATE}, ${MAX_COORDINATE}]`,
-      );
-    }
+    const { t, x, y } = keyframePoint(keyframe, where);
     const visible = readBoolean(keyframe.visible ?? true, `'visible' of ${where}`);
     return { t, x, y, visible };
   });
@@ -328,22 +338,9 @@ function parseRegion(raw, index) {
   }
   const radius = readNumber(raw.radius, `'radius' of region ${id}`);
   if (!(radius > 0 && radius <= MAX_RADIUS)) throw new Error(`'radius' of region ${id} must be in (0, ${MAX_RADIUS}], got ${radius}`);
-  if (!Array.isArray(raw.keyframes) || raw.keyframes.length === 0) {
-    throw new Error(`region ${id} needs a non-empty 'keyframes' list`);
-  }
-  const keyframes = raw.keyframes.map((keyframe, number) => {
+  const keyframes = keyframeList(raw, `region ${id}`).map((keyframe, number) => {
     const where = `keyframe ${number} of region ${id}`;
-    if (!isPlainObject(keyframe)) throw new Error(`${where} must be an object, got ${describe(keyframe)}`);
-    const t = readNumber(keyframe.t, `'t' of ${where}`);
-    if (t < 0) throw new Error(`'t' of ${where} must not be negative, got ${t}`);
-    const x = readNumber(keyframe.x, `'x' of ${where}`);
-    const y = readNumber(keyframe.y, `'y' of ${where}`);
-    if ([x, y].some((value) => value < MIN_COORDINATE || value > MAX_COORDINATE)) {
-      throw new Error(
-        `${where} at (${x}, ${y}) lies far outside the frame; ` +
-          `normalised coordinates must be in [${MIN_COORDINATE}, ${MAX_COORDINATE}]`,
-      );
-    }
+    const { t, x, y } = keyframePoint(keyframe, where);
     return { t, x, y, visible: true };
   });
   keyframes.sort((a, b) => a.t - b.t);
