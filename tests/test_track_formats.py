@@ -6,10 +6,8 @@ import json
 import math
 import pickle
 import re
-import struct
 import time
 import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
@@ -34,6 +32,8 @@ from motionstream_core.motion.formats import (
     tracks_to_widget_json,
 )
 from motionstream_core.motion.tracks import MAX_TRACKS, TrackSet
+
+from hostile_files import npy_header, zip_bytes
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -562,12 +562,6 @@ def test_a_huge_integer_under_an_unknown_key_is_ignored():
     assert tracks.num_tracks == 2
 
 
-def _npy_header(descr, shape):
-    header = io.BytesIO()
-    npy_format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
-    return header.getvalue()
-
-
 def _npy_bytes(array):
     buffer = io.BytesIO()
     npy_format.write_array(buffer, array)
@@ -575,38 +569,13 @@ def _npy_bytes(array):
 
 
 def _write_zip(path, members, block=2**24):
-    """A zip archive of deflated members, each ``prefix`` bytes then ``zeros`` zero bytes: a zip bomb when
-    ``zeros`` is large. After a full flush deflate starts afresh, so one compressed block of zeros is
-    repeated instead of compressing every byte (building a 1.6 GB bomb takes a second, for its CRC)."""
-    central, offset = [], 0
-    with open(path, "wb") as out:
-        for name, (prefix, zeros) in members.items():
-            compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-            pieces, crc = [compressor.compress(prefix) + compressor.flush(zlib.Z_FULL_FLUSH)], zlib.crc32(prefix)
-            count, rest = divmod(zeros, block)
-            if count:
-                zero_block = bytes(block)
-                pieces.append((compressor.compress(zero_block) + compressor.flush(zlib.Z_FULL_FLUSH)) * count)
-                for _ in range(count):
-                    crc = zlib.crc32(zero_block, crc)
-            pieces.append(compressor.compress(bytes(rest)) + compressor.flush())
-            crc = zlib.crc32(bytes(rest), crc)
-            data, encoded = b"".join(pieces), name.encode()
-            fields = (20, 0, 8, 0, 0x21, crc, len(data), len(prefix) + zeros, len(encoded))
-            local = struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, 0) + encoded
-            out.write(local + data)
-            central.append(struct.pack("<IH", 0x02014B50, 20) + struct.pack("<HHHHHIIIH", *fields)
-                           + struct.pack("<HHHHII", 0, 0, 0, 0, 0, offset) + encoded)
-            offset += len(local) + len(data)
-        directory = b"".join(central)
-        out.write(directory + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central),
-                                          len(directory), offset, 0))
+    path.write_bytes(zip_bytes(members, block))
 
 
 def _zip_bomb(path, shape, dtype="<f8", data_bytes=None):
     """An .npz whose pred_tracks declares ``shape``, followed by ``data_bytes`` zeros (default: all of them)."""
     total = math.prod(shape) * np.dtype(dtype).itemsize if data_bytes is None else data_bytes
-    _write_zip(path, {"pred_tracks.npy": (_npy_header(dtype, shape), total)})
+    _write_zip(path, {"pred_tracks.npy": (npy_header(dtype, shape), total)})
 
 
 def _peak_memory(function):
@@ -645,7 +614,7 @@ def test_npz_shapes_beyond_the_track_limits_are_refused_before_reading(tmp_path)
 
 def test_only_the_arrays_needed_are_read_from_an_npz(tmp_path):
     path = tmp_path / "extra.npz"
-    big = (_npy_header("<f8", (1, 4000, 4000, 2)), 256_000_000)
+    big = (npy_header("<f8", (1, 4000, 4000, 2)), 256_000_000)
     _write_zip(path, {"pred_tracks.npy": (_npy_bytes(np.ones((1, 3, 2, 2))), 0),
                       "pred_visibility.npy": (_npy_bytes(np.ones((1, 3, 2), dtype=bool)), 0),
                       "unrelated.npy": big,  # 256 MB that nothing asks for
@@ -703,8 +672,8 @@ def test_npz_saved_under_an_npy_name_is_refused_and_closed(tmp_path):
         (lambda: np.lib.format.magic(1, 0) + b"\xff\xff" + b"{" * 100, "bad .npy header"),
         (lambda: b"\x93NUMPY\x01\x00" + b"\x20\x00" + b"{'descr': '<f8', 'fortran_order': False, 'shape': (-3, 2), }\n",
          "bad .npy header|invalid shape"),
-        (lambda: _npy_header("<f8", (10**30, 2)), "declares shape"),
-        (lambda: _npy_header("<f8", (1, 4000, 4000, 2)), "truncated"),  # legit-sized header, no data
+        (lambda: npy_header("<f8", (10**30, 2)), "declares shape"),
+        (lambda: npy_header("<f8", (1, 4000, 4000, 2)), "truncated"),  # legit-sized header, no data
         (lambda: b"\x93NUMPY\x03\x00" + bytes(10), "unsupported .npy format version 3.0"),
         (lambda: b"not numpy at all", "not a .npy file"),
     ],

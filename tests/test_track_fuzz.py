@@ -16,10 +16,8 @@ import json
 import math
 import os
 import re
-import struct
 import tempfile
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from motionstream_core.motion.formats import load_cotracker_tracks, load_wan_mov
 from motionstream_core.motion.tracks import MAX_FPS, MAX_FRAME_SIZE, MAX_TRACK_ID, OUT_OF_FRAME_MARGIN
 
 from case_time_limit import time_limit
+from hostile_files import npy_header, zip_bytes
 
 CASE_SECONDS = 10.0  # per case; the slowest legitimate case takes well under a second
 
@@ -331,40 +330,6 @@ def npy_bytes(array) -> bytes:
     buffer = io.BytesIO()
     npy_format.write_array(buffer, np.asarray(array), allow_pickle=False)
     return buffer.getvalue()
-
-
-def npy_header(descr, shape, fortran_order=False) -> bytes:
-    buffer = io.BytesIO()
-    npy_format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": fortran_order, "shape": shape})
-    return buffer.getvalue()
-
-
-def zip_bytes(members: dict[str, tuple[bytes, int]]) -> bytes:
-    """A zip of deflated members, each ``prefix`` bytes and then ``zeros`` zero bytes (a bomb when large).
-
-    After a full flush deflate starts afresh, so one compressed block of zeros is repeated.
-    """
-    out, central, block = io.BytesIO(), [], 2**22
-    for name, (prefix, zeros) in members.items():
-        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-        pieces, crc = [compressor.compress(prefix) + compressor.flush(zlib.Z_FULL_FLUSH)], zlib.crc32(prefix)
-        count, rest = divmod(zeros, block)
-        if count:
-            zero_block = bytes(block)
-            pieces.append((compressor.compress(zero_block) + compressor.flush(zlib.Z_FULL_FLUSH)) * count)
-            for _ in range(count):
-                crc = zlib.crc32(zero_block, crc)
-        pieces.append(compressor.compress(bytes(rest)) + compressor.flush())
-        crc = zlib.crc32(bytes(rest), crc)
-        data, encoded = b"".join(pieces), name.encode()
-        fields = (20, 0, 8, 0, 0x21, crc, len(data), len(prefix) + zeros, len(encoded))
-        offset = out.tell()
-        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, 0) + encoded + data)
-        central.append(struct.pack("<IH", 0x02014B50, 20) + struct.pack("<HHHHHIIIH", *fields)
-                       + struct.pack("<HHHHII", 0, 0, 0, 0, 0, offset) + encoded)
-    directory, start = b"".join(central), out.tell()
-    out.write(directory + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(directory), start, 0))
-    return out.getvalue()
 
 
 _BOMB: list[bytes] = []
