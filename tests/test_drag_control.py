@@ -1,9 +1,14 @@
 """Live drags steer only the chunks that have not started yet."""
 
+import json
+
 import pytest
 import torch
 
-from motionstream_core.motion.drag_control import DragController, cosine_falloff
+from live_streams import run_with_live_edit
+from motionstream_core.motion.drag_control import DragController, RegionHandle, cosine_falloff, region_grid_positions
+from motionstream_core.motion.formats import tracks_from_widget_json
+from motionstream_core.motion.formats.region_drags import GRID_FIRST_ID
 from motionstream_core.motion.track_head import TrackChannelProvider, TrackEncoder
 
 BLOCKS = [1, 3, 3, 3, 3]  # latent frames per chunk: first chunk of 1, then 3s
@@ -90,11 +95,7 @@ def test_bad_samples_are_rejected():
 # Region drags of the widget JSON (version 2): handles in, the DragController grid out
 # ---------------------------------------------------------------------------------------------
 
-import json  # noqa: E402
 
-from motionstream_core.motion.drag_control import RegionHandle, region_grid_positions  # noqa: E402
-from motionstream_core.motion.formats import tracks_from_widget_json  # noqa: E402
-from motionstream_core.motion.formats.region_drags import GRID_FIRST_ID  # noqa: E402
 
 WIDTH, HEIGHT = 832, 480
 
@@ -206,30 +207,13 @@ DEMO_FRAMES = 16  # chunks of 1, 3, 3, 3, 3, 3 frames
 
 
 def _demo_stream(pack, model, document, edit=None, after_chunk=1):
-    host, live_control = pack.nodes.host, pack.nodes.live_control
     (tracks,) = pack.NODE_CLASS_MAPPINGS["MotionStreamTrackEditor"]().build(json.dumps(document))
     (image,) = pack.NODE_CLASS_MAPPINGS["MotionStreamDemoImage"]().load()["result"]
-    chunks, requests = [], []
-    original_send = host.send_frames
-
-    def send_and_edit(node_id, frames, fps, chunk_index, done):
-        original_send(node_id, frames, fps, chunk_index, done)
-        chunks.append(frames.clone())
-        if edit is not None and chunk_index == after_chunk:
-            token = next(data["live_token"] for event, data in reversed(host.sent_messages)
-                         if event == "motionstream.frames" and data.get("node") == str(node_id))
-            body = json.dumps({"prompt_id": host.current_prompt_id(), "node_id": node_id, "token": token,
-                               "tracks": edit}).encode()
-            requests.append((len(body), live_control.handle_live_tracks_request(body)))
-
-    host.send_frames = send_and_edit
-    try:
-        images = pack.NODE_CLASS_MAPPINGS["MotionStreamStreamingSampler"]().generate(
-            model=model, width=128, height=128, num_frames=DEMO_FRAMES, seed=0, fps=16.0, sink_frames=-1,
-            window_frames=-1, denoising_steps="", shift=0.0, start_image=image, tracks=tracks, unique_id="7")[0]
-    finally:
-        host.send_frames = original_send
-    return images, chunks, requests
+    run = run_with_live_edit(
+        pack, edit, after_chunk, model=model, width=128, height=128, num_frames=DEMO_FRAMES, seed=0, fps=16.0,
+        sink_frames=-1, window_frames=-1, denoising_steps="", shift=0.0, start_image=image, tracks=tracks,
+        unique_id="7")
+    return run.outputs[0], run.chunks, run.posted
 
 
 @pytest.mark.usefixtures("single_thread")

@@ -22,6 +22,7 @@ import math
 import pytest
 import torch
 
+from live_streams import run_with_live_edit
 from motionstream_core import TrackSet
 from motionstream_core.motion.formats import tracks_to_widget_dict
 from motionstream_core.synthetic import (
@@ -130,29 +131,14 @@ def stream_through_node(pack, model, clip: SyntheticClip, edit: dict | None = No
                         after_chunk: int = EDIT_AFTER_CHUNK, seed: int = 0) -> NodeStream:
     """Streams `clip`'s first frame with its tracks through the Streaming Sampler node; with `edit`
     (a widget document), its owner posts it through the live route once chunk `after_chunk` is sent."""
-    host, live_control = pack.nodes.host, pack.nodes.live_control
     (tracks,) = pack.NODE_CLASS_MAPPINGS["MotionStreamTrackEditor"]().build(json.dumps(tracks_to_widget_dict(clip.tracks)))
-    chunks, replies = [], []
-    original_send = host.send_frames
-
-    def send_and_edit(node_id, frames, fps, chunk_index, done):
-        original_send(node_id, frames, fps, chunk_index, done)
-        chunks.append(frames.clone())
-        if edit is not None and chunk_index == after_chunk:
-            token = next(data["live_token"] for event, data in reversed(host.sent_messages)
-                         if event == "motionstream.frames" and data.get("node") == str(node_id))
-            body = {"prompt_id": host.current_prompt_id(), "node_id": node_id, "token": token, "tracks": edit}
-            replies.append(live_control.handle_live_tracks_request(json.dumps(body).encode()))
-
-    host.send_frames = send_and_edit
-    try:
-        outputs = pack.NODE_CLASS_MAPPINGS["MotionStreamStreamingSampler"]().generate(
-            model=model, width=clip.metadata.width, height=clip.metadata.height, num_frames=clip.tracks.num_frames,
-            seed=seed, fps=clip.tracks.fps, sink_frames=-1, window_frames=-1, denoising_steps="", shift=0.0,
-            start_image=clip.frames[0].movedim(0, -1)[None], tracks=tracks, unique_id=NODE_ID)
-    finally:
-        host.send_frames = original_send
-    return NodeStream(outputs[0].movedim(-1, 1), chunks, replies)  # IMAGE [T, H, W, 3] -> [T, 3, H, W]
+    run = run_with_live_edit(
+        pack, edit, after_chunk, model=model, width=clip.metadata.width, height=clip.metadata.height,
+        num_frames=clip.tracks.num_frames, seed=seed, fps=clip.tracks.fps, sink_frames=-1, window_frames=-1,
+        denoising_steps="", shift=0.0, start_image=clip.frames[0].movedim(0, -1)[None], tracks=tracks,
+        unique_id=NODE_ID)
+    # IMAGE [T, H, W, 3] -> [T, 3, H, W]
+    return NodeStream(run.outputs[0].movedim(-1, 1), run.chunks, [reply for _, reply in run.posted])
 
 
 @dataclasses.dataclass
