@@ -7,19 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from motionstream_core import (
-    ReadOptions,
-    TrackFormat,
-    TrackSet,
-    format_for_path,
-    list_track_formats,
-    load_tracks_file,
-    read_tracks,
-    register_track_format,
-    track_format,
-    track_format_labeled,
-    unregister_track_format,
-)
+from motionstream_core import ReadOptions, TrackFormat, TrackSet, format_for_path, list_track_formats, load_tracks_file
+from motionstream_core import read_tracks, register_track_format, track_format, track_format_labeled
+from motionstream_core import unregister_track_format
 
 import track_format_csv_example
 

@@ -14,15 +14,8 @@ from typing import Any
 import torch
 
 from ..tracks import DEFAULT_FPS, TrackSet, coordinate_tensor, numeric_tensor
-from .track_arrays import (
-    ArrayFile,
-    check_batch_index,
-    check_tracks_shape,
-    check_visibility_shape,
-    open_array_file,
-    read_array,
-    tracks_from_arrays,
-)
+from .track_arrays import ArrayFile, check_batch_index, check_tracks_shape, check_visibility_shape
+from .track_arrays import open_array_file, read_array, tracks_from_arrays
 from .track_format import ReadOptions
 
 _TRACK_KEYS = ("pred_tracks", "tracks", "track_points")

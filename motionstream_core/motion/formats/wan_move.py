@@ -19,14 +19,8 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from ..tracks import DEFAULT_FPS, TrackSet
-from .track_arrays import (
-    check_batch_index,
-    check_tracks_shape,
-    check_visibility_shape,
-    open_array_file,
-    read_array,
-    tracks_from_arrays,
-)
+from .track_arrays import check_batch_index, check_tracks_shape, check_visibility_shape
+from .track_arrays import open_array_file, read_array, tracks_from_arrays
 from .track_format import ReadOptions
 
 
