@@ -28,7 +28,7 @@ const MIME_TYPES = {
   ".json": "application/json",
 };
 
-// Stand-ins for ComfyUI's /scripts/app.js and /scripts/api.js, enough to run the extensions.
+// Stand-ins for ComfyUI's /scripts/app.js and /scripts/api.js, enough to run the extensions, and a fake node.
 const STUB_MODULES = {
   "/scripts/app.js": `
     export const app = {
@@ -52,6 +52,23 @@ const STUB_MODULES = {
       }
     }
     export const api = new FakeApi();`,
+  "/scripts/fake_node.js": `
+    // Just enough of a LiteGraph node: widgets, inputs and addDOMWidget (into the element #hostId).
+    export class FakeNode {
+      constructor(id, hostId = "node") {
+        Object.assign(this, { id, hostId, size: [300, 200], properties: {}, inputs: [] });
+        this.widgets = [{ name: "tracks_json", type: "text", value: "" }];
+      }
+      addDOMWidget(name, type, element, options) {
+        document.getElementById(this.hostId).append(element);
+        const widget = { name, type, element, options };
+        this.widgets.push(widget);
+        return widget;
+      }
+      setSize(size) {
+        this.size = size;
+      }
+    }`,
 };
 
 const VIEW_IMAGE =
@@ -392,21 +409,7 @@ describe("live region drags through the editor node (stub app/api modules)", () 
       const { app } = await import("/scripts/app.js");
       await import("/extensions/motionstream/track_editor_widget.js");
       for (const extension of app.extensions) await extension.setup?.();
-      class FakeNode {
-        constructor(id) {
-          Object.assign(this, { id, size: [300, 200], properties: {}, inputs: [] });
-          this.widgets = [{ name: "tracks_json", type: "text", value: "" }];
-        }
-        addDOMWidget(name, type, element, options) {
-          document.getElementById("node").append(element);
-          const widget = { name, type, element, options };
-          this.widgets.push(widget);
-          return widget;
-        }
-        setSize(size) {
-          this.size = size;
-        }
-      }
+      const { FakeNode } = await import("/scripts/fake_node.js");
       class EditorNode extends FakeNode {}
       for (const extension of app.extensions) await extension.beforeRegisterNodeDef?.(EditorNode, { name: "MotionStreamTrackEditor" });
       const editorNode = new EditorNode(5);
@@ -458,26 +461,7 @@ describe("ComfyUI extensions against stub app/api modules", () => {
       await import("/extensions/motionstream/live_preview.js");
       for (const extension of app.extensions) await extension.setup?.();
 
-      // Just enough of a LiteGraph node: widgets, inputs and addDOMWidget.
-      class FakeNode {
-        constructor(id, hostId) {
-          this.id = id;
-          this.hostId = hostId;
-          this.size = [300, 200];
-          this.properties = {};
-          this.inputs = [];
-          this.widgets = [{ name: "tracks_json", type: "text", value: "" }];
-        }
-        addDOMWidget(name, type, element, options) {
-          document.getElementById(this.hostId).append(element);
-          const widget = { name, type, element, options };
-          this.widgets.push(widget);
-          return widget;
-        }
-        setSize(size) {
-          this.size = size;
-        }
-      }
+      const { FakeNode } = await import("/scripts/fake_node.js");
       class EditorNode extends FakeNode {}
       class StreamingNode extends FakeNode {}
       for (const extension of app.extensions) {
