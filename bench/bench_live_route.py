@@ -54,7 +54,7 @@ def serve(deadline_s: float) -> None:
     host, live_control = pack.nodes.host, pack.nodes.live_control
     from motionstream_core import MAX_LIVE_REQUEST_BYTES
 
-    live = live_control.LiveTracks(None, lambda tracks: tracks)
+    live = live_control.LiveTracks(None, lambda tracks: tracks, 16)
     registration = live_control.running_stream("bench-prompt", "5", live)
 
     async def ping(request):

@@ -27,6 +27,8 @@ import threading
 import time
 from typing import Callable
 
+import torch
+
 from motionstream_core import (
     MAX_LIVE_KEYFRAMES,
     MAX_LIVE_REQUEST_BYTES,
@@ -47,11 +49,23 @@ MAX_STOP_REQUEST_BYTES = 4096
 
 
 class LiveTracks:
-    def __init__(self, tracks: TrackSet | None, convert: Callable[[TrackSet], TrackSet]):
+    """The tracks a running stream reads chunk by chunk, and the live edits that replace them.
+
+    The initial tracks cover the stream from frame 0 (already converted by the caller). A live edit is
+    read from the frame where the next chunk starts (`tracks_from_widget_json(..., from_time=...)`),
+    converted to the stream with `convert`, and its last frame holds from then on, so an edit made
+    any time into a stream of any length, even after the drawn tracks have ended, steers what comes.
+    """
+
+    def __init__(self, tracks: TrackSet | None, convert: Callable[[TrackSet], TrackSet], fps: float):
         self._lock = threading.Lock()
         self._convert = convert
+        self._fps = float(fps)
         # Head inputs are computed once per edit, not once per chunk.
         self._inputs = track_head_inputs(tracks) if tracks is not None else None
+        self._first_frame = 0  # the stream frame of the inputs' frame 0
+        self._holds = False  # whether the inputs' last frame holds after their end (live edits)
+        self._next_frame = 0  # where the next chunk starts: chunks read contiguous windows
         self.version = 0
         self.received_at: float | None = None  # time.monotonic() when the route received the latest edit
         self.version_read = 0  # the edit the latest chunk was made with (0: the initial tracks)
@@ -60,18 +74,27 @@ class LiveTracks:
     def window(self, start: int, stop: int) -> TrackHeadInputs | None:
         """Track-head inputs of pixel frames [start, stop) as they are now (None: no tracks)."""
         with self._lock:
-            inputs = self._inputs
+            inputs, first, holds = self._inputs, self._first_frame, self._holds
+            self._next_frame = max(self._next_frame, stop)
             self.version_read, self.version_read_received_at = self.version, self.received_at
         if inputs is None:
             return None
-        return TrackHeadInputs(inputs.coords[:, start:stop], inputs.visibility[:, start:stop], inputs.track_ids)
+        if not holds:
+            return TrackHeadInputs(inputs.coords[:, start:stop], inputs.visibility[:, start:stop], inputs.track_ids)
+        rows = (torch.arange(start, stop) - first).clamp(0, inputs.coords.shape[1] - 1)
+        return TrackHeadInputs(inputs.coords[:, rows], inputs.visibility[:, rows], inputs.track_ids)
 
-    def replace(self, tracks: TrackSet, received_at: float | None = None) -> None:
-        inputs = track_head_inputs(self._convert(tracks))  # validate and map before taking the lock
+    def apply_edit(self, document, received_at: float | None = None) -> int:
+        """Swaps in a widget document from the next chunk on; returns the edit's version."""
         with self._lock:
-            self._inputs = inputs
+            first = self._next_frame
+        # read, validated and converted before taking the lock
+        inputs = track_head_inputs(self._convert(tracks_from_widget_json(document, from_time=first / self._fps)))
+        with self._lock:
+            self._inputs, self._first_frame, self._holds = inputs, first, True
             self.version += 1
             self.received_at = time.monotonic() if received_at is None else received_at
+            return self.version
 
 
 class _Stream:
@@ -230,8 +253,7 @@ def apply_live_tracks(body, received_at: float | None = None) -> tuple[int, dict
         return 413, {"error": problem}
     try:
         with owned.update_lock:
-            owned.live.replace(tracks_from_widget_json(document), received_at)
-            version = owned.live.version
+            version = owned.live.apply_edit(document, received_at)
     except RecursionError:
         return 400, {"error": "the tracks nest too deeply"}
     except (ValueError, TypeError, OverflowError) as error:

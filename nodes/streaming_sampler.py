@@ -134,11 +134,13 @@ class MotionStreamStreamingSampler:
             first_frame = codec.encode_start(start_image, width, height).to(device, dtype)
         source_size = (start_image.shape[2], start_image.shape[1]) if start_image is not None else None
 
-        def to_generation(track_set):  # the initial tracks and every live edit
-            track_set = tracks_for_generation(track_set, width, height, fps, length, source_size)
+        def to_generation(track_set, pixel_frames):
+            track_set = tracks_for_generation(track_set, width, height, fps, pixel_frames, source_size)
             return model.tracks_with_trained_ids(track_set)
 
-        live = LiveTracks(to_generation(tracks) if tracks is not None else None, to_generation)
+        # The initial tracks cover the stream; a live edit covers the frames from its chunk on (its own length).
+        live = LiveTracks(to_generation(tracks, length) if tracks is not None else None,
+                          lambda edit: to_generation(edit, None), fps)
         providers = []
         if model.track_encoder is not None:
             providers.append(TrackChannelProvider(model.track_encoder.to(device), live.window, latent_height, latent_width))

@@ -139,7 +139,7 @@ def test_a_region_drag_document_expands_to_the_drag_controller_grid():
 
 def test_drags_one_after_another_add_up_and_simultaneous_ones_share():
     def moved(handles):
-        final = region_grid_positions(handles, fps=4, num_frames=17, grid_size=9)[-1]
+        final = region_grid_positions(handles, torch.arange(17) / 4, grid_size=9)[-1]
         return final - DragController(grid_size=9).base_points
 
     centre = 40  # grid point (0.5, 0.5)
@@ -206,11 +206,11 @@ EMBEDDED = "embedded: MotionStream demo (128x128, no download)"
 DEMO_FRAMES = 16  # chunks of 1, 3, 3, 3, 3, 3 frames
 
 
-def _demo_stream(pack, model, document, edit=None, after_chunk=1):
+def _demo_stream(pack, model, document, edit=None, after_chunk=1, num_frames=DEMO_FRAMES):
     (tracks,) = pack.NODE_CLASS_MAPPINGS["MotionStreamTrackEditor"]().build(json.dumps(document))
     (image,) = pack.NODE_CLASS_MAPPINGS["MotionStreamDemoImage"]().load()["result"]
     run = run_with_live_edit(
-        pack, edit, after_chunk, model=model, width=128, height=128, num_frames=DEMO_FRAMES, seed=0, fps=16.0,
+        pack, edit, after_chunk, model=model, width=128, height=128, num_frames=num_frames, seed=0, fps=16.0,
         sink_frames=-1, window_frames=-1, denoising_steps="", shift=0.0, start_image=image, tracks=tracks,
         unique_id="7")
     return run.outputs[0], run.chunks, run.posted
@@ -241,3 +241,75 @@ def test_a_live_region_drag_changes_only_the_chunks_after_it(pack):
         assert torch.equal(edited_chunks[index], base_chunks[index]), index
     assert torch.equal(edited[:4], baseline[:4])
     assert (edited[4:] - baseline[4:]).abs().max() > 1e-3, "the chunks after the edit follow the new drag"
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_an_edit_made_after_the_drawn_tracks_have_ended_still_steers(pack):
+    """A stream outlives the editor's clip (until Stop, or longer than drawn): a live drag at 0.9 s of
+    a stream whose drawn tracks end at 0.25 s is read from where the stream is, not cut at 0.25 s."""
+    (model,) = pack.NODE_CLASS_MAPPINGS["MotionStreamModelLoader"]().load(EMBEDDED, "auto")
+    drawn = {"format": "motionstream-tracks", "version": 2, "width": 128, "height": 128, "fps": 16, "duration": 0.25,
+             "tracks": [], "regions": [{"id": 0, "kind": "path", "radius": 0.2, "keyframes": [
+                 {"t": 0.0, "x": 0.3, "y": 0.3}, {"t": 0.25, "x": 0.4, "y": 0.35}]}]}
+    live = {"id": 1, "kind": "live", "radius": 0.25, "keyframes": [
+        {"t": 0.9, "x": 0.6, "y": 0.6}, {"t": 1.2, "x": 0.8, "y": 0.4}, {"t": 1.4, "x": 0.85, "y": 0.3}]}
+    edited_document = {**drawn, "regions": drawn["regions"] + [live]}  # the editor's duration stays 0.25 s
+    frames = 25  # chunks of 1 and 8 x 3 frames; the edit arrives once chunk 4 (frames 10..12) is sent
+
+    baseline, base_chunks, _ = _demo_stream(pack, model, drawn, num_frames=frames)
+    edited, edited_chunks, requests = _demo_stream(pack, model, drawn, edit=edited_document, after_chunk=4,
+                                                   num_frames=frames)
+
+    assert [reply for _, reply in requests] == [(200, {"ok": True, "version": 1})]
+    assert torch.equal(edited[:13], baseline[:13])
+    assert (edited[13:] - baseline[13:]).abs().max() > 1e-3, "the late drag steers the chunks after it"
+    assert len(edited_chunks) == len(base_chunks) == 9
+
+
+def _late_document():
+    return {"format": "motionstream-tracks", "version": 2, "width": 64, "height": 64, "fps": 8, "duration": 1.0,
+            "region_grid": 4,
+            "tracks": [{"id": 1, "keyframes": [{"t": 0.0, "x": 0.1, "y": 0.1}, {"t": 0.5, "x": 0.3, "y": 0.2}]},
+                       {"id": 2, "static": True, "keyframes": [{"t": 0.25, "x": 0.9, "y": 0.9}]}],
+            "regions": [{"id": 3, "kind": "live", "radius": 0.3, "keyframes": [
+                            {"t": 0.375, "x": 0.5, "y": 0.5}, {"t": 1.25, "x": 0.7, "y": 0.6}]},
+                        {"id": 4, "kind": "anchor", "radius": 0.2, "keyframes": [{"t": 0.0, "x": 0.2, "y": 0.8}]}]}
+
+
+def test_a_live_reading_starts_at_its_time_and_ends_with_the_state_that_holds():
+    document = _late_document()
+    whole = tracks_from_widget_json({**document, "duration": 4.0})  # frame i at i / 8 s
+
+    live = tracks_from_widget_json(document, from_time=0.5)
+    # from 0.5 s through the first frame after the last keyframe (1.25 s, past the 1.0 s duration): 1.375 s
+    assert live.num_frames == 8
+    assert torch.equal(live.track_ids, whole.track_ids) and torch.equal(live.static, whole.static)
+    torch.testing.assert_close(live.points, whole.points[4:12], rtol=0, atol=1e-5)  # float32 of the same times
+    assert torch.equal(live.visibility, whole.visibility[4:12])
+    # its last frame is the state from then on: the moving track ended, the static one and the grid held
+    for late in (12, 20, 32):
+        torch.testing.assert_close(live.points[-1], whole.points[late], rtol=0, atol=1e-5)
+        assert torch.equal(live.visibility[-1], whole.visibility[late])
+
+    # long after every keyframe, an edit is one frame of that state, not the whole stream so far
+    later = tracks_from_widget_json(document, from_time=36_000.0)
+    assert later.num_frames == 1
+    torch.testing.assert_close(later.points[0], whole.points[-1], rtol=0, atol=1e-5)
+    assert torch.equal(later.visibility[0], whole.visibility[-1])
+    with pytest.raises(ValueError, match="from_time"):
+        tracks_from_widget_json(document, from_time=-1.0)
+
+
+def test_live_tracks_read_an_edit_from_the_next_chunk_and_hold_its_last_frame(pack):
+    LiveTracks = pack.nodes.live_control.LiveTracks
+    live = LiveTracks(None, lambda tracks: tracks, 8)
+    assert live.window(0, 1) is None and live.window(1, 5) is None  # no tracks yet; two chunks read
+    document = _late_document()
+    assert live.apply_edit(document) == 1
+    whole = tracks_from_widget_json({**document, "duration": 4.0})
+    window = live.window(5, 9)  # the next chunk: read from frame 5 (0.625 s) on
+    torch.testing.assert_close(window.coords[0], whole.normalized_points()[5:9], rtol=0, atol=1e-5)
+    assert torch.equal(window.visibility[0].bool(), whole.visibility[5:9])
+    beyond = live.window(400, 403)  # long after the edit's last keyframe: its final state holds
+    torch.testing.assert_close(beyond.coords[0], whole.normalized_points()[-1:].expand(3, -1, -1), rtol=0, atol=1e-5)
+    assert torch.equal(beyond.visibility[0].bool(), whole.visibility[-1:].expand(3, -1))

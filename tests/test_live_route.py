@@ -51,7 +51,7 @@ def host(pack):
 @pytest.fixture
 def stream(live_control):
     """A registered stream (prompt "p", node "5") with identity conversion; yields its running_stream."""
-    live = live_control.LiveTracks(None, lambda tracks: tracks)
+    live = live_control.LiveTracks(None, lambda tracks: tracks, 16)
     registration = live_control.running_stream("p", "5", live)
     with registration:
         yield registration
@@ -86,8 +86,8 @@ def test_only_the_token_holder_steers(live_control, stream):
 
 
 def test_another_streams_token_does_not_steer(live_control):
-    first = live_control.running_stream("p", "5", live_control.LiveTracks(None, lambda t: t))
-    second = live_control.running_stream("p", "6", live_control.LiveTracks(None, lambda t: t))
+    first = live_control.running_stream("p", "5", live_control.LiveTracks(None, lambda t: t, 16))
+    second = live_control.running_stream("p", "6", live_control.LiveTracks(None, lambda t: t, 16))
     with first, second:
         assert first.token != second.token
         assert live_control.apply_live_tracks(_body(first, token=second.token))[0] == 403
@@ -97,7 +97,7 @@ def test_another_streams_token_does_not_steer(live_control):
 def test_comfyui_client_id_is_compared_too(live_control, host, monkeypatch):
     monkeypatch.setattr(host, "has_server", lambda: True)
     monkeypatch.setattr(host, "current_client_id", lambda: "client-a")
-    with live_control.running_stream("p", "5", live_control.LiveTracks(None, lambda t: t)) as _:
+    with live_control.running_stream("p", "5", live_control.LiveTracks(None, lambda t: t, 16)) as _:
         registration = live_control._running[("p", "5")][0]
         token = registration.token
         body = {"prompt_id": "p", "node_id": "5", "token": token, "tracks": _document()}
@@ -111,7 +111,7 @@ def test_a_prompt_without_client_id_hands_out_no_token(live_control, host, monke
     monkeypatch.setattr(host, "has_server", lambda: True)
     monkeypatch.setattr(host, "current_client_id", lambda: None)
     host.sent_messages.clear()
-    registration = live_control.running_stream("p", "5", live_control.LiveTracks(None, lambda t: t))
+    registration = live_control.running_stream("p", "5", live_control.LiveTracks(None, lambda t: t, 16))
     with registration:
         assert registration.token is None
         host.send_frames("5", torch.zeros(1, 2, 2, 3), 16.0, 0, done=False)
@@ -124,8 +124,8 @@ def test_the_token_goes_in_this_streams_frames_messages_only(live_control, host)
     """Frames of (prompt, node) carry its stream's token: the one its own thread registered, else the latest."""
     host.sent_messages.clear()
     frames = torch.zeros(1, 2, 2, 3)
-    first = live_control.running_stream(None, "5", live_control.LiveTracks(None, lambda t: t))
-    second = live_control.running_stream(None, "5", live_control.LiveTracks(None, lambda t: t))
+    first = live_control.running_stream(None, "5", live_control.LiveTracks(None, lambda t: t, 16))
+    second = live_control.running_stream(None, "5", live_control.LiveTracks(None, lambda t: t, 16))
     entered, sent, done = threading.Event(), threading.Event(), threading.Event()
 
     def other_stream():
@@ -245,8 +245,8 @@ def test_bad_bodies_answer_400_with_a_message(live_control, stream):
 
 def test_a_stream_ending_unregisters_only_itself(live_control):
     """Two streams under the same prompt and node id: when the first ends, the second stays reachable."""
-    first = live_control.running_stream("p", "5", live_control.LiveTracks(None, lambda t: t))
-    second = live_control.running_stream("p", "5", live_control.LiveTracks(None, lambda t: t))
+    first = live_control.running_stream("p", "5", live_control.LiveTracks(None, lambda t: t, 16))
+    second = live_control.running_stream("p", "5", live_control.LiveTracks(None, lambda t: t, 16))
     first.__enter__()
     second.__enter__()
     try:
@@ -527,7 +527,7 @@ def _assert_refused_or_applied(status: int, reply: dict, owner: bool) -> None:
                                                                    HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_the_handler(live_control, data):
-    live = live_control.LiveTracks(None, lambda tracks: tracks)
+    live = live_control.LiveTracks(None, lambda tracks: tracks, 16)
     registration = live_control.running_stream("p", "5", live)
     with registration:
         raw, owner = data.draw(hostile_bodies(registration.token))
@@ -544,7 +544,7 @@ def test_fuzz_the_handler(live_control, data):
                                                                   HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_the_route_over_http(server, live_control, data):
-    live = live_control.LiveTracks(None, lambda tracks: tracks)
+    live = live_control.LiveTracks(None, lambda tracks: tracks, 16)
     registration = live_control.running_stream("p", "5", live)
     with registration:
         raw, owner = data.draw(hostile_bodies(registration.token))

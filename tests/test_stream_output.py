@@ -398,7 +398,7 @@ def test_a_live_stream_is_paced_and_stop_cuts_the_wait_short(pack, demo, modules
     generate(pack, demo, pace_to_playback=False, num_frames=7)
     assert len(pacers) == 1, "pacing off: no pacer"
     # the real sleep the sampler gives the pacer returns at once on Stop
-    registration = pack.nodes.live_control.running_stream("p", NODE, pack.nodes.live_control.LiveTracks(None, None))
+    registration = pack.nodes.live_control.running_stream("p", NODE, pack.nodes.live_control.LiveTracks(None, None, 16))
     with registration:
         registration.stream.stop.set()
         assert registration.wait_for_stop(30.0) is True
@@ -432,9 +432,9 @@ def test_the_route_stamps_edits_and_the_first_chunk_made_with_one_carries_it(pac
 
 
 def test_live_tracks_note_the_edit_each_chunk_reads(modules):
-    live = modules["live_control"].LiveTracks(None, lambda tracks: tracks)
+    live = modules["live_control"].LiveTracks(None, lambda tracks: tracks, 16)
     assert live.window(0, 4) is None and live.version_read == 0 and live.version_read_received_at is None
-    live.replace(load_demo_tracks(), received_at=123.5)
+    assert live.apply_edit(tracks_to_widget_dict(load_demo_tracks()), received_at=123.5) == 1
     assert (live.version, live.received_at, live.version_read) == (1, 123.5, 0), "read when the next chunk starts"
     live.window(4, 8)
     assert (live.version_read, live.version_read_received_at) == (1, 123.5)

@@ -245,15 +245,14 @@ class RegionHandle:
 
 def region_grid_positions(
     handles: Sequence[RegionHandle],
-    fps: float,
-    num_frames: int,
+    times: Sequence[float] | torch.Tensor,
     grid_size: int = DEFAULT_GRID_SIZE,
     aspect: float = 1.0,
 ) -> torch.Tensor:
-    """[num_frames, grid_size**2, 2] normalised grid positions that `handles` make: a
-    :class:`DragController` driven with every handle in the order of their first times (an anchor
-    before a drag that grabs at the same time), frame i at i / fps."""
-    controller = DragController(fps=fps, grid_size=grid_size, aspect=aspect)
+    """[len(times), grid_size**2, 2] normalised grid positions that `handles` make at `times` (seconds):
+    a :class:`DragController` driven with every handle in the order of their first times (an anchor
+    before a drag that grabs at the same time)."""
+    controller = DragController(grid_size=grid_size, aspect=aspect)
     order = sorted(range(len(handles)), key=lambda i: (handles[i].times[0], handles[i].kind != "anchor", i))
     for index in order:
         handle = handles[index]
@@ -263,4 +262,4 @@ def region_grid_positions(
         for time, (x, y) in zip(handle.times, handle.points):
             controller.drag(index, time, x, y, radius=handle.radius)
         controller.release(index)
-    return controller.positions_at_times(torch.arange(num_frames, dtype=torch.float64) / fps)
+    return controller.positions_at_times(times)

@@ -100,10 +100,11 @@ def _parse_region(raw: Any, index: int) -> tuple[int, RegionHandle]:
 
 
 def region_grid_tracks(
-    handles: list[RegionHandle], grid: int, fps: float, num_frames: int, width: int, height: int
+    handles: list[RegionHandle], grid: int, frame_times: np.ndarray, width: int, height: int
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(normalised points [F, grid**2, 2], visibility [F, grid**2], ids) of the grid the handles move."""
-    positions = region_grid_positions(handles, fps, num_frames, grid_size=grid, aspect=width / height)
+    """(normalised points [F, grid**2, 2], visibility [F, grid**2], ids) of the grid the handles move,
+    at each of ``frame_times`` (seconds)."""
+    positions = region_grid_positions(handles, torch.from_numpy(frame_times), grid_size=grid, aspect=width / height)
     positions = positions.to(torch.float64).numpy()
     visible = np.all((positions >= 0.0) & (positions <= 1.0), axis=-1)
     # Points pushed out of the frame are invisible; keep them inside the band a TrackSet accepts.

@@ -89,8 +89,15 @@ _POINT_TRACKS_VERSION = 1  # what a document without regions is written as
 _TIME_EPSILON = 1e-6
 
 
-def tracks_from_widget_json(source: str | bytes | Mapping[str, Any]) -> TrackSet:
-    """Read a ``motionstream-tracks`` document (a JSON string or an already parsed dict)."""
+def tracks_from_widget_json(source: str | bytes | Mapping[str, Any], *, from_time: float | None = None) -> TrackSet:
+    """Read a ``motionstream-tracks`` document (a JSON string or an already parsed dict).
+
+    ``from_time`` (seconds) reads the document as a live edit of a stream that has reached that time:
+    frame 0 is at ``from_time`` (not 0), and the frames run past the duration and every keyframe to the
+    first frame after them all, whose state (static tracks and dropped regions held, moving tracks
+    ended) is what holds from then on. So an edit costs frames from now on only, however long the
+    stream has run.
+    """
     document = source if isinstance(source, Mapping) else load_json(source, "widget JSON")
     if not isinstance(document, Mapping):
         raise ValueError(f"widget JSON must be an object, got {describe(document)}")
@@ -135,13 +142,23 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any]) -> TrackSet
         duration = finite_number(document["duration"], "duration")
         if duration < 0:
             raise ValueError(f"duration must not be negative, got {duration}")
-    frames_float = duration * fps
+    first_time = 0.0
+    if from_time is None:
+        frames_float = duration * fps
+    else:
+        first_time = finite_number(from_time, "from_time")
+        if first_time < 0:
+            raise ValueError(f"from_time must not be negative, got {first_time}")
+        last_keyframe = max([float(track[2][-1]) for track in tracks] + [region.times[-1] for region in regions])
+        # up to the first frame strictly after the duration and every keyframe (at least that one frame)
+        frames_float = max(0.0, math.floor((max(duration, last_keyframe) - first_time) * fps + 1e-6) + 1.0)
+        duration = frames_float / fps
     if frames_float >= MAX_FRAMES:
         raise ValueError(f"too many frames: {duration} s at {fps} fps (the limit is {MAX_FRAMES})")
     num_frames = math.floor(frames_float + 1e-6) + 1
     check_frame_count(num_frames, len(tracks) + grid_tracks)
 
-    frame_times = np.arange(num_frames, dtype=np.float64) / fps
+    frame_times = first_time + np.arange(num_frames, dtype=np.float64) / fps
     points = np.empty((num_frames, len(tracks), 2), dtype=np.float64)
     visibility = np.empty((num_frames, len(tracks)), dtype=bool)
     for column, (_, static, times, positions, visible) in enumerate(tracks):
@@ -150,7 +167,7 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any]) -> TrackSet
         )
     static = [track[1] for track in tracks]
     if regions:
-        grid_points, grid_visibility, grid_ids = region_grid_tracks(regions, grid, fps, num_frames, width, height)
+        grid_points, grid_visibility, grid_ids = region_grid_tracks(regions, grid, frame_times, width, height)
         points = np.concatenate([grid_points, points], axis=1)
         visibility = np.concatenate([grid_visibility, visibility], axis=1)
         ids, static = grid_ids + ids, [False] * len(grid_ids) + static
