@@ -34,6 +34,7 @@ from motionstream_core.training import (
     save_training_state,
     save_weights,
     subsample_tracks,
+    subsample_tracks_per_group,
 )
 from motionstream_core.training.cli import build_dataclass, RunConfig
 from motionstream_core.training.self_forcing_dmd import RolloutPlan, plan_rollout, self_forcing_rollout
@@ -166,6 +167,38 @@ def test_subsample_tracks_keeps_between_min_and_max_visible_tracks():
     for b in range(4):
         original = {tuple(p) for p in batch.track_coords[b, 0].tolist()}
         assert {tuple(p) for p in coords[b, 0, : int(counts[b])].tolist()} <= original
+
+
+def test_per_group_subsampling_keeps_a_few_tracks_of_each_object_and_lets_still_ones_go():
+    # clip 0: three objects of 5 tracks, object 2 never moves; clip 1: two objects and padding
+    coords = torch.rand(2, 9, 15, 2)
+    coords[0, :, 10:] = coords[0, :1, 10:]
+    visibility = torch.ones(2, 9, 15)
+    groups = torch.tensor([[0] * 5 + [1] * 5 + [2] * 5, [0] * 5 + [1] * 5 + [-1] * 5])
+    ids = torch.arange(15).expand(2, 15)
+
+    def kept_groups(draws, counts, dropout):
+        c, v, i = subsample_tracks_per_group(coords, visibility, ids, groups, sample_generators(draws, torch.arange(2), 1),
+                                             counts, dropout, randomize_ids=False)
+        assert torch.equal(i, torch.arange(c.shape[2]).expand(2, -1)), "numbered 0, 1, ... as inference numbers them"
+        result = []
+        for b in range(2):
+            visible = int((v[b].amax(dim=0) > 0).sum())
+            assert (v[b, :, visible:] == 0).all(), "kept tracks come first"
+            origin = [int((coords[b, 0] == point).all(dim=-1).nonzero()[0]) for point in c[b, 0, :visible]]
+            assert origin == sorted(origin), "in their original order"
+            result.append([int(groups[b, n]) for n in origin])
+        return result
+
+    for draws in range(5):
+        one = kept_groups(draws, (1,), 0.0)
+        assert one == [[0, 1, 2], [0, 1]], "one track of every object, never of the padding"
+        two = kept_groups(draws, (2,), 0.0)
+        assert [sorted(set(g)) for g in two] == [[0, 1, 2], [0, 1]] and [len(g) for g in two] == [6, 4]
+        assert kept_groups(draws, (1,), 1.0) == [[0, 1], [0, 1]], "the still object lost its tracks"
+        assert kept_groups(draws, (9,), 0.0)[0] == [0] * 5 + [1] * 5 + [2] * 5, "all of a smaller group"
+    with pytest.raises(ValueError):
+        subsample_tracks_per_group(coords, visibility, ids, groups, sample_generators(0, torch.arange(2), 1), (0,))
 
 
 def test_temporal_masking_hides_one_contiguous_span_per_hit_track():

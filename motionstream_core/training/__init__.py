@@ -9,7 +9,7 @@ Self Forcing can also regress the student's rollouts on the clips themselves
 
 from .checkpoints import load_training_state, load_weights, save_training_state, save_weights
 from .conditioned_model import TrackConditionedDiT
-from .data import ClipAugmentation, ClipBatch, drop_conditions, mask_track_spans, subsample_tracks
+from .data import ClipAugmentation, ClipBatch, drop_conditions, mask_track_spans, subsample_tracks, subsample_tracks_per_group
 from .ema import ExponentialMovingAverage
 from .flow_matching import SigmaSampler, flow_matching_loss
 from .ode_init import OdeInitConfig, OdeInitTrainer, block_causal_mask, ode_regression_loss, teacher_ode_trajectory
@@ -47,6 +47,7 @@ __all__ = [
     "save_weights",
     "self_forcing_rollout",
     "subsample_tracks",
+    "subsample_tracks_per_group",
     "teacher_loss",
     "teacher_ode_trajectory",
     "weighted_regression_loss",

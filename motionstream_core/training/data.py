@@ -48,6 +48,9 @@ class ClipBatch:
     motion_keep: torch.Tensor | None = None
     # [B] int64 global sample ids; they seed every per-clip random draw.
     sample_ids: torch.Tensor | None = None
+    # [B, N] int64: the object each track belongs to (-1: none), so that an augmentation can keep a few
+    # tracks per object, as users draw them.
+    track_groups: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.latents.ndim != 5:
@@ -178,6 +181,8 @@ def _pad_tracks(samples: Sequence[Mapping[str, torch.Tensor]]) -> list[dict]:
                 (sample["track_visibility"].float(), torch.zeros(frames, missing)), dim=1
             )
             sample["track_ids"] = torch.cat((sample["track_ids"], torch.zeros(missing, dtype=sample["track_ids"].dtype)))
+            if sample.get("track_groups") is not None:
+                sample["track_groups"] = torch.cat((sample["track_groups"], torch.full((missing,), -1, dtype=torch.int64)))
         padded.append(sample)
     return padded
 
@@ -220,6 +225,58 @@ def subsample_tracks(
             [torch.randperm(MAX_TRACK_ID, generator=g)[:kept] for g in generators]
         ).to(device=track_ids.device, dtype=track_ids.dtype)
     return coords, visibility, track_ids
+
+
+def subsample_tracks_per_group(
+    coords: torch.Tensor,
+    visibility: torch.Tensor,
+    track_ids: torch.Tensor,
+    groups: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    counts: Sequence[int],
+    still_group_dropout: float = 0.0,
+    randomize_ids: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keeps a few random tracks of each object, as users draw them: per group a count drawn uniformly
+    from `counts` (repeat a count to weight it), all of a smaller group. A group that never moves loses
+    all its tracks with probability `still_group_dropout`: a video in which an object without tracks
+    stays where it is teaches the model to keep objects nobody dragged.
+
+    The kept tracks come first, in their original order; the rest of each clip is invisible. Without
+    `randomize_ids` they are numbered 0, 1, ... in that order, as inference numbers a user's tracks.
+    """
+    if not counts or min(counts) < 1:
+        raise ValueError(f"counts per group must be positive, got {list(counts)}")
+    if not 0.0 <= still_group_dropout <= 1.0:
+        raise ValueError(f"still_group_dropout must be in [0, 1], got {still_group_dropout}")
+    batch, frames, available, _ = coords.shape
+    choices = torch.tensor(list(counts))
+    kept_per_clip = []
+    for b, generator in enumerate(generators):
+        keep = []
+        for group in torch.unique(groups[b][groups[b] >= 0]).tolist():
+            members = torch.nonzero(groups[b] == group).flatten()
+            count = int(choices[torch.randint(len(choices), (), generator=generator)])
+            order = members[torch.randperm(len(members), generator=generator)]
+            still = bool((coords[b, :, members] - coords[b, :1, members]).abs().amax() == 0)
+            dropped = float(torch.rand((), generator=generator, dtype=torch.float64)) < still_group_dropout
+            if not (still and dropped):
+                keep.extend(order[:count].tolist())
+        kept_per_clip.append(sorted(keep))
+    kept = max(1, max(len(keep) for keep in kept_per_clip))
+    index = torch.zeros(batch, kept, dtype=torch.long)
+    for b, keep in enumerate(kept_per_clip):
+        index[b, : len(keep)] = torch.tensor(keep, dtype=torch.long)
+    index = index.to(coords.device)
+    coords = coords.gather(2, index[:, None, :, None].expand(batch, frames, kept, 2))
+    visibility = visibility.gather(2, index[:, None, :].expand(batch, frames, kept)).clone()
+    for b, keep in enumerate(kept_per_clip):
+        visibility[b, :, len(keep):] = 0
+    if randomize_ids:
+        track_ids = torch.stack([torch.randperm(MAX_TRACK_ID, generator=g)[:kept] for g in generators])
+    else:
+        track_ids = torch.arange(kept).expand(batch, kept)
+    return coords, visibility, track_ids.to(device=coords.device, dtype=torch.int64).contiguous()
 
 
 def mask_track_spans(
@@ -281,6 +338,9 @@ class ClipAugmentation:
     temporal_mask_max_fraction: float = 0.5
     text_dropout: float = 0.1
     motion_dropout: float = 0.1
+    # Non-empty (and clips with track_groups): a few tracks per object instead of min..max per clip.
+    tracks_per_group: tuple[int, ...] = ()
+    still_group_dropout: float = 0.0
 
     def __call__(self, batch: ClipBatch, seed: int) -> ClipBatch:
         """The augmented batch; a clip's result depends on its sample id, not on the rest of the batch
@@ -288,17 +348,24 @@ class ClipAugmentation:
         def generators(stream: int) -> list[torch.Generator]:
             return sample_generators(seed, batch.sample_ids, stream)
 
-        if batch.has_tracks:
+        if batch.has_tracks and self.tracks_per_group and batch.track_groups is not None:
+            coords, visibility, track_ids = subsample_tracks_per_group(
+                batch.track_coords, batch.track_visibility, batch.track_ids, batch.track_groups,
+                generators(STREAM_SUBSAMPLE), self.tracks_per_group, self.still_group_dropout, self.randomize_track_ids,
+            )
+        elif batch.has_tracks:
             coords, visibility, track_ids = subsample_tracks(
                 batch.track_coords, batch.track_visibility, batch.track_ids, generators(STREAM_SUBSAMPLE),
                 self.min_tracks, self.max_tracks, self.randomize_track_ids,
             )
+        if batch.has_tracks:
             if self.temporal_mask_probability > 0:
                 visibility = mask_track_spans(
                     visibility, generators(STREAM_TEMPORAL_MASK),
                     self.temporal_mask_probability, self.temporal_mask_max_fraction,
                 )
-            batch = dataclasses.replace(batch, track_coords=coords, track_visibility=visibility, track_ids=track_ids)
+            batch = dataclasses.replace(batch, track_coords=coords, track_visibility=visibility, track_ids=track_ids,
+                                        track_groups=None)
         if self.text_dropout > 0 or self.motion_dropout > 0:
             batch = drop_conditions(batch, generators(STREAM_DROPOUT), self.text_dropout, self.motion_dropout)
         return batch

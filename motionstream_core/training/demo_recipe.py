@@ -155,6 +155,10 @@ class RecipeConfig:
     # with the same codec (the codec's clips come from `seed`).
     regression_pool_seed: int | None = None
     regression_snapshot_every: int = 0
+    # Non-empty: the regression keeps this many tracks per sprite (drawn uniformly from the list, so repeat a
+    # count to weight it) instead of every track, and drops a still sprite's tracks with this probability.
+    regression_tracks_per_sprite: tuple[int, ...] = ()
+    regression_still_dropout: float = 0.0
     save_every_s: float = 120.0
     seed: int = 0
     wan: dict = dataclasses.field(default_factory=dict)  # overrides of demo_wan_config
@@ -189,19 +193,22 @@ def make_pool(
     pool = []
     for index in range(count):
         clip = generate_clip(config, clip_seed(seed, index))
-        pool.append(encode_clip(codec, clip.frames, clip.tracks))
+        pool.append(encode_clip(codec, clip.frames, clip.tracks, track_groups=clip.metadata.track_sprite))
     return pool
 
 
-def encode_clip(codec: PatchCodec, frames: torch.Tensor, tracks) -> dict:
+def encode_clip(codec: PatchCodec, frames: torch.Tensor, tracks, track_groups: torch.Tensor | None = None) -> dict:
     latents = codec.encode_images(frames)[0]
     first = torch.cat((frames[:1], torch.full_like(frames[:1], 0.5)))  # first frame, then a gray frame
-    return {
+    clip = {
         "latents": latents,
         "first_frame_latents": codec.encode_images(first)[0],
         "text": demo_text()[0],
         **track_fields(tracks),
     }
+    if track_groups is not None:
+        clip["track_groups"] = track_groups
+    return clip
 
 
 def fit_codec(count: int, seed: int, size: int = DEMO_SIZE, whiten: bool = True) -> PatchCodec:
@@ -439,7 +446,9 @@ def _self_forcing_regression(run: _Run, student) -> Path:
         # An orthonormal PCA codec: pixel error = sum over components of variance x latent error.
         channel_weights=tuple(run.codec.scale.square().tolist()),
         augmentation=dataclasses.replace(SelfForcingRegressionConfig.augmentation,
-                                         randomize_track_ids=not config.fixed_track_ids),
+                                         randomize_track_ids=not config.fixed_track_ids,
+                                         tracks_per_group=tuple(config.regression_tracks_per_sprite),
+                                         still_group_dropout=config.regression_still_dropout),
     )
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.regression_lr, weight_decay=0.0)
     trainer = SelfForcingRegressionTrainer(student, optimizer, run.streaming, regression_config, seed=config.seed + 3)
@@ -564,6 +573,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--regression-lr", type=float, default=RecipeConfig.regression_lr)
     parser.add_argument("--regression-pool-clips", type=int, default=RecipeConfig.regression_pool_clips)
     parser.add_argument("--regression-pool-seed", type=int, help="dataset seed of its clips (default: --seed + 11)")
+    parser.add_argument("--regression-tracks-per-sprite", type=int, nargs="+", default=[],
+                        help="tracks kept per sprite, drawn from these counts (e.g. 1 1 2 5), instead of every track")
+    parser.add_argument("--regression-still-dropout", type=float, default=RecipeConfig.regression_still_dropout,
+                        help="probability that a sprite that never moves loses all its tracks (it must stay put)")
     parser.add_argument("--regression-snapshot-every", type=int, default=RecipeConfig.regression_snapshot_every,
                         help="also keep its EMA every N steps (regression_ema_step<N>.safetensors)")
     parser.add_argument("--whiten-codec", action=argparse.BooleanOptionalAction, default=True,
@@ -596,6 +609,8 @@ def main(argv: list[str] | None = None) -> None:
         regression_lr=args.regression_lr, regression_pool_clips=args.regression_pool_clips,
         regression_pool_seed=args.regression_pool_seed,
         regression_snapshot_every=args.regression_snapshot_every,
+        regression_tracks_per_sprite=tuple(args.regression_tracks_per_sprite),
+        regression_still_dropout=args.regression_still_dropout,
     )
     final = run_recipe(config, log=lambda m: print(m, flush=True))
     print(f"wrote {final}")
