@@ -23,7 +23,9 @@ class KnownWeights:
 
 KNOWN_WEIGHTS = (
     KnownWeights("Track-v0 (MotionStream-style I2V student)", "H1yori233/Track-v0", "diffusion_models", "Track-v0"),
-    KnownWeights("taew2_1 (Tiny VAE for Wan 2.1)", "madebyollin/taehv", "vae_approx", "taew2_1.pth", ("taew2_1.pth",)),
+    # madebyollin publishes TAEHV on GitHub; this is the Hugging Face copy ComfyUI Wan setups download.
+    KnownWeights("taew2_1 (Tiny VAE for Wan 2.1)", "Kijai/WanVideo_comfy", "vae_approx", "taew2_1.safetensors",
+                 ("taew2_1.safetensors",)),
 )
 
 

@@ -25,7 +25,7 @@ from .inputs import clip_image_tokens, tracks_for_generation
 from .live_control import LiveTracks, running_stream
 from .output_memory import decide_in_memory_outputs, StreamOutputs
 from .pacing import PlaybackPacer
-from .video_file import open_output_video, video_value
+from .video_file import open_output_video, preview_ui, video_value
 
 DEFAULT_FILENAME_PREFIX = "MotionStream"
 
@@ -87,6 +87,7 @@ class MotionStreamStreamingSampler:
         }
 
     RETURN_TYPES = ("IMAGE", "LATENT", "VIDEO")
+    OUTPUT_NODE = True  # it writes the video file: ComfyUI runs it, and its history and queue list the file
     RETURN_NAMES = ("images", "latent", "video")
     OUTPUT_TOOLTIPS = ("The frames, when they fit in memory; else the last frame.",
                        "Their latents, when they fit in memory; else the last latent frame.",
@@ -224,7 +225,8 @@ class MotionStreamStreamingSampler:
                              file=writer.output_file.ui_entry() if path is not None else None)
 
         latent = {"samples": codec.latent_output(outputs.latent())}
-        return (outputs.images(), latent, video_value(path) if path is not None else None)
+        result = (outputs.images(), latent, video_value(path) if path is not None else None)
+        return {"ui": preview_ui(writer.output_file) if path is not None else {}, "result": result}
 
     @staticmethod
     def _stream(session, decoder, latent_frames, progress, outputs, on_frames, stop_requested, pace):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from motionstream_core import (
@@ -20,6 +22,9 @@ from . import host
 CATEGORY = "MotionStream/tracks"
 # The Load Tracks File choice that picks the format from the file name (see `format_for_path`).
 BY_FILE_SUFFIX = "by file suffix"
+# Tracks files shipped with the pack (the motion-transfer example's): Load Tracks File finds them by name
+# when ComfyUI's input folder has no file of that name, so the example workflow runs without copying one.
+EXAMPLE_TRACKS_DIR = Path(__file__).resolve().parents[1] / "example_workflows" / "tracks"
 
 
 def _frame_inputs(default_fps: float = 16.0):
@@ -96,7 +101,9 @@ class MotionStreamLoadTracksFile:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "path": ("STRING", {"default": "", "tooltip": "Relative to ComfyUI's input folder, or absolute."}),
+                "path": ("STRING", {"default": "", "tooltip": "Relative to ComfyUI's input folder, or absolute; the name "
+                                                              "of a file in the pack's example_workflows/tracks "
+                                                              "is found there too (the input folder first)."}),
                 "format": ([entry.label for entry in list_track_formats("file")] + [BY_FILE_SUFFIX],),
                 "width": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 16,
                                   "tooltip": "Frame size the tracks were made at; 0: read it from the file (CoTracker .npz)."}),
@@ -114,12 +121,23 @@ class MotionStreamLoadTracksFile:
     CATEGORY = CATEGORY
 
     def load(self, path, format, width, height, fps, visibility_path=""):
-        path = host.input_path(path)
+        path = _input_or_example_file(path)
         # 0 and "" are the widgets' "not given".
         options = ReadOptions(width=width or None, height=height or None, fps=fps or None,
-                              visibility_path=host.input_path(visibility_path) if visibility_path else None)
+                              visibility_path=_input_or_example_file(visibility_path) if visibility_path else None)
         track_format = None if format == BY_FILE_SUFFIX else track_format_labeled(format)
         return (load_tracks_file(path, track_format, options).to_comfy_tracks(),)
+
+
+def _input_or_example_file(name: str) -> str:
+    """A user's file (host.input_path), else a file of that plain name among the pack's example tracks."""
+    try:
+        return host.input_path(name)
+    except FileNotFoundError as error:
+        example = EXAMPLE_TRACKS_DIR / name
+        if name and Path(name).name == name and example.is_file():
+            return str(example)
+        raise FileNotFoundError(f"{error} (nor among the pack's example tracks in {EXAMPLE_TRACKS_DIR})") from None
 
 
 def _track_colors(track_ids: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ def run_with_live_edit(pack, edit: dict | None = None, after_chunk: int = 1, **s
 
     host.send_frames = send_and_edit
     try:
-        outputs = pack.NODE_CLASS_MAPPINGS["MotionStreamStreamingSampler"]().generate(**sampler_inputs)
+        outputs = pack.NODE_CLASS_MAPPINGS["MotionStreamStreamingSampler"]().generate(**sampler_inputs)["result"]
     finally:
         host.send_frames = original_send
     return LiveRun(outputs, chunks, posted)

@@ -96,9 +96,9 @@ def test_downloads_stay_listed_and_are_reused_once_present(pack, tmp_path, monke
     monkeypatch.setenv("MOTIONSTREAM_MODELS_DIR", str(tmp_path))
     choice = next(c for c in downloads.choices("vae_approx") if "taew2_1" in c)
     (tmp_path / "vae_approx").mkdir()
-    (tmp_path / "vae_approx" / "taew2_1.pth").write_bytes(b"present")
+    (tmp_path / "vae_approx" / "taew2_1.safetensors").write_bytes(b"present")
     assert choice in downloads.choices("vae_approx"), "a saved workflow's choice must stay valid"
-    assert downloads.resolve("vae_approx", choice) == str(tmp_path / "vae_approx" / "taew2_1.pth")
+    assert downloads.resolve("vae_approx", choice) == str(tmp_path / "vae_approx" / "taew2_1.safetensors")
 
 
 def test_offline_download_says_what_to_do(pack, tmp_path, monkeypatch):

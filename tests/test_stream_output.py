@@ -55,7 +55,7 @@ def generate(pack, model, **inputs):
                 window_frames=-1, denoising_steps="", shift=0.0, start_image=load_demo_image().movedim(0, -1)[None],
                 tracks=tracks, unique_id=NODE)
     args.update(inputs)
-    return pack.NODE_CLASS_MAPPINGS["MotionStreamStreamingSampler"]().generate(**args)
+    return pack.NODE_CLASS_MAPPINGS["MotionStreamStreamingSampler"]().generate(**args)["result"]
 
 
 def decoded(path) -> np.ndarray:

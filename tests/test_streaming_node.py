@@ -49,7 +49,7 @@ def _run(pack, model, tiny_vae, tracks_json=None, **overrides):
         tracks=tracks, unique_id="12",
     )
     args.update(overrides)
-    return node.generate(**args)
+    return node.generate(**args)["result"]
 
 
 def test_outputs_frames_and_latents(pack, model, tiny_vae):

@@ -19,6 +19,8 @@ module never meets this pack's `nodes` package).
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -54,6 +56,40 @@ DYNAMIC_PACK_COMBOS = {
     ("MotionStreamTinyVAELoader", "tiny_vae_name"): "vae_approx",
 }
 TITLE_BAR = 30  # LiteGraph draws a node's title above `pos`
+# The streaming sampler writes the video file itself (its filename_prefix, into ComfyUI's output folder);
+# these after it would write a second copy of the same video.
+VIDEO_SAVERS = {"CreateVideo", "SaveVideo", "SaveWEBM"}
+EXAMPLE_TRACKS = REPO_ROOT / "example_workflows" / "tracks"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDownload:
+    """A model file the example workflows load, where it goes and where it comes from."""
+
+    folder: str  # ComfyUI's models/<folder>
+    repo: str  # Hugging Face repository
+    directory_in_repo: str  # "" or "path/"
+    size: str  # as the notes give it
+
+    def url(self, name: str) -> str:
+        return f"https://huggingface.co/{self.repo}/resolve/main/{self.directory_in_repo}{name}"
+
+
+# Every model file named by a loader in the example workflows: the notes name each with its folder, size and
+# repository, and the loader node carries it in `properties.models` ({name, url, directory}), from which
+# ComfyUI's front end offers the download of a selected file that is missing (a huggingface.co URL and a
+# .safetensors/.sft/.ckpt/.pth/.pt name). Sizes: the repositories' file listings on huggingface.co; the
+# Tiny VAE is madebyollin's taew2_1 (fp16 safetensors, 22.6 MB upstream).
+WAN_REPACKAGED = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
+MODEL_DOWNLOADS = {
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": ModelDownload("text_encoders", WAN_REPACKAGED, "split_files/text_encoders/", "6.74 GB"),
+    "clip_vision_h.safetensors": ModelDownload("clip_vision", WAN_REPACKAGED, "split_files/clip_vision/", "1.26 GB"),
+    "wan_2.1_vae.safetensors": ModelDownload("vae", WAN_REPACKAGED, "split_files/vae/", "254 MB"),
+    "taew2_1.safetensors": ModelDownload("vae_approx", "Kijai/WanVideo_comfy", "", "about 23 MB"),
+}
+# Sizes of what the pack's own 'download:' entries fetch (nodes/downloads.py), by repository.
+PACK_DOWNLOAD_SIZES = {"H1yori233/Track-v0": "about 3 GB"}
+FRONTEND_MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +256,135 @@ def test_there_is_a_note_saying_what_to_do(path):
     assert notes, f"{path.name} has no Note"
     text = " ".join(str(value) for note in notes for value in note["widgets_values"])
     assert "models/" in text, "the note should say where the models go"
+
+
+def note_text(workflow: dict) -> str:
+    return " ".join(str(value) for node in workflow["nodes"] if node["type"] in VIRTUAL_NODES
+                    for value in node["widgets_values"])
+
+
+@workflow_files
+def test_the_note_names_every_download_with_its_folder_size_and_repository(path, pack):
+    workflow = load_workflow(path)
+    text = note_text(workflow)
+    downloads = pack.nodes.downloads
+    known = {downloads.DOWNLOAD_PREFIX + weights.label: weights for weights in downloads.KNOWN_WEIGHTS}
+    for node in real_nodes(workflow):
+        for value in node["widgets_values"]:
+            if value in MODEL_DOWNLOADS:
+                model = MODEL_DOWNLOADS[value]
+                wanted = (f"models/{model.folder}/{value}", model.repo, model.size)
+            elif value in known:
+                weights = known[value]
+                wanted = (f"models/{weights.folder}/{weights.target}", weights.repo_id, PACK_DOWNLOAD_SIZES[weights.repo_id])
+            else:
+                continue
+            missing = [part for part in wanted if part not in text]
+            assert not missing, f"{path.name}: the note does not say {missing} for {node_label(node)}'s {value!r}"
+
+
+@workflow_files
+def test_loaders_carry_the_download_of_their_model_file(path):
+    """`properties.models` as ComfyUI's front end reads it: the entry of the selected file, with its URL."""
+    for node in real_nodes(load_workflow(path)):
+        declared = node["properties"].get("models", [])
+        selected = [value for value in node["widgets_values"] if value in MODEL_DOWNLOADS]
+        assert [entry["name"] for entry in declared] == selected, f"{node_label(node)}: models {declared}"
+        for entry in declared:
+            model = MODEL_DOWNLOADS[entry["name"]]
+            assert entry == {"name": entry["name"], "url": model.url(entry["name"]), "directory": model.folder}
+            assert entry["url"].startswith("https://huggingface.co/") and "/resolve/main/" in entry["url"]
+            assert entry["name"].endswith(FRONTEND_MODEL_SUFFIXES), f"the front end downloads no {entry['name']}"
+
+
+def downstream(workflow: dict, node_id: int) -> set[int]:
+    targets, seen = {}, set()
+    for _, source, _, target, _, _ in workflow["links"]:
+        targets.setdefault(source, []).append(target)
+    stack = [node_id]
+    while stack:
+        for target in targets.get(stack.pop(), []):
+            if target not in seen:
+                seen.add(target)
+                stack.append(target)
+    return seen
+
+
+@workflow_files
+def test_a_streamed_video_is_saved_once_by_the_sampler(path, definitions):
+    """The sampler writes the video into output/ as it streams; no node after it saves the same frames again,
+    and the note says where the file goes."""
+    workflow = load_workflow(path)
+    prompt = api_prompt(workflow, definitions)
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    for node in real_nodes(workflow):
+        if node["type"] != "MotionStreamStreamingSampler":
+            continue
+        savers = [node_label(nodes[i]) for i in downstream(workflow, node["id"]) if nodes[i]["type"] in VIDEO_SAVERS]
+        assert not savers, f"{path.name}: {savers} save a second copy of {node_label(node)}'s video"
+        prefix = prompt[str(node["id"])]["inputs"]["filename_prefix"]
+        assert prefix.strip(), f"{path.name}: the sampler's filename_prefix is empty"
+        assert f"output/{prefix}_00001_.mp4" in note_text(workflow), f"{path.name}: the note does not name the video file"
+
+
+def test_the_embedded_demo_writes_its_video_to_output_video():
+    """What the ComfyUI host test looks for: output/video/MotionStream_demo_*.mp4, written by the sampler alone."""
+    workflow = load_workflow(WORKFLOW_DIR / "motionstream_anywhere_embedded_demo.json")
+    types = {node["type"] for node in workflow["nodes"]}
+    assert not types & VIDEO_SAVERS
+    (sampler,) = [node for node in workflow["nodes"] if node["type"] == "MotionStreamStreamingSampler"]
+    assert "video/MotionStream_demo" in sampler["widgets_values"]
+
+
+def load_example_tracks_script():
+    spec = importlib.util.spec_from_file_location("make_motion_transfer_example",
+                                                  EXAMPLE_TRACKS / "make_motion_transfer_example.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_motion_transfer_example_loads_the_tracks_shipped_with_the_pack(pack, definitions, tmp_path, monkeypatch):
+    """As queued, with an empty input folder: Load Tracks File finds the example in example_workflows/tracks."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)  # the input folder outside ComfyUI: empty
+    workflow = load_workflow(WORKFLOW_DIR / "motionstream_motion_transfer.json")
+    prompt = api_prompt(workflow, definitions)
+    (loader,) = [entry["inputs"] for entry in prompt.values() if entry["class_type"] == "MotionStreamLoadTracksFile"]
+    (sampler,) = [entry["inputs"] for entry in prompt.values() if entry["class_type"] == "MotionStreamStreamingSampler"]
+    shipped = EXAMPLE_TRACKS / loader["path"]
+    assert shipped.is_file() and shipped.stat().st_size < 32_000
+    (tracks,) = pack.NODE_CLASS_MAPPINGS["MotionStreamLoadTracksFile"]().load(**loader)
+    path, visible = tracks["track_path"], tracks["track_visibility"]
+    assert path.shape[0] == sampler["num_frames"] and path.shape[1] >= 10
+    assert (loader["width"], loader["height"], loader["fps"]) == (sampler["width"], sampler["height"], sampler["fps"])
+    assert bool(visible.any(dim=0).all()), "every track is seen"
+    inside = (path[..., 0] >= 0) & (path[..., 0] < loader["width"]) & (path[..., 1] >= 0) & (path[..., 1] < loader["height"])
+    assert bool(inside[visible].all())
+    assert float((path[-1] - path[0]).norm(dim=-1).max()) > 50, "the example moves"
+    # and it is what the script beside it writes
+    with np.load(shipped) as stored:
+        for name, array in load_example_tracks_script().example_arrays().items():
+            np.testing.assert_array_equal(stored[name], array, err_msg=name)
+
+
+def test_a_tracks_file_in_the_input_folder_comes_before_the_example(pack, tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "motion_transfer_example.npz", pred_tracks=np.zeros((1, 3, 2, 2), np.float32))
+    (tracks,) = pack.NODE_CLASS_MAPPINGS["MotionStreamLoadTracksFile"]().load(
+        "motion_transfer_example.npz", "CoTracker", 64, 64, 16.0)
+    assert tracks["track_path"].shape == (3, 2, 2)
+
+
+def test_only_plain_names_are_looked_up_among_the_examples(pack, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    load = pack.NODE_CLASS_MAPPINGS["MotionStreamLoadTracksFile"]().load
+    for name in ("tracks/motion_transfer_example.npz", "../tracks/motion_transfer_example.npz", "missing.npz"):
+        with pytest.raises(FileNotFoundError, match="example tracks"):
+            load(name, "CoTracker", 832, 480, 16.0)
 
 
 @workflow_files
