@@ -10,6 +10,8 @@
 // Keys are taken while the editor has focus: the focus sits on a read-only textarea inside the
 // editor, which ComfyUI's graph undo (a window capture listener that skips text fields) and its
 // keybindings leave alone, and a capture listener on the editor stops the keys it handles there.
+// While the queue runs on every change, the graph undo no longer skips text fields; it reads the
+// key a frame later, so the editor's listener hides the key of the undo/redo it took from it.
 
 import {
   DEFAULT_RADIUS,
@@ -630,6 +632,8 @@ export function createTrackEditor(container, options = {}) {
     if (handled) {
       event.preventDefault();
       event.stopPropagation();
+      // The host's window listener has already seen this event and reads its key in a later frame.
+      if (command) Object.defineProperty(event, "key", { value: "Unidentified" });
     }
   }
 

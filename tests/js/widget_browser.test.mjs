@@ -371,6 +371,31 @@ describe("track editor canvas (harness page)", () => {
     await page.close();
   });
 
+  test("with the queue running on every change, the graph undo still does not take the editor's Ctrl+Z", async () => {
+    const { page, errors } = await openHarness();
+    // ComfyUI's change tracker in that mode: it does not skip text fields, and reads the key a frame later.
+    await page.evaluate(() => {
+      window.__host = { undo: 0 };
+      window.addEventListener(
+        "keydown",
+        (event) => requestAnimationFrame(() => {
+          if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") window.__host.undo += 1;
+        }),
+        true,
+      );
+    });
+    const canvas = page.locator(".ms-track-editor canvas");
+    await drag(page, canvas, [0.2, 0.3], [0.6, 0.3]);
+    await drag(page, canvas, [0.2, 0.6], [0.6, 0.6]);
+    for (const key of ["Control+z", "Control+Shift+z", "Control+z"]) await page.keyboard.press(key);
+    await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+    const tracks = JSON.parse(await page.evaluate(() => window.__editor.exportJson())).tracks;
+    assert.equal(tracks.length, 1, "undo, redo, undo: one track");
+    assert.deepEqual(await page.evaluate(() => window.__host), { undo: 0 });
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
   test("Play animates the tracks and the region grid over the clip", async () => {
     const { page, errors } = await openHarness();
     const canvas = page.locator(".ms-track-editor canvas");
