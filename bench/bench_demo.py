@@ -9,10 +9,26 @@
    window): colour and content drift of the background (`colour_drift`, `content_drift`, mean
    over the last quarter of the frames) and their ratios. Goal: with sinks <= 1/3 of without.
 3. Streaming speed: frames/s of the main job (generation + decoding, chunk by chunk) on the CPU.
+4. With --drags: the same held-out clips conditioned the ways a user can ask for the motion, EPE
+   side by side. Every case streams the same first frame with the same noise seed and is scored the
+   same way: the sprites located in the generated video against their true paths (the clip's own
+   five tracks per sprite, `score_track_following(frames, clip)`), whatever conditioned it.
+   - "five": the clip's five tracks per sprite (what the model was trained with);
+   - "point": one drag per sprite, its centre track (occlusion flags included; a static sprite's is
+     a static track), written as the editor's widget JSON and read back as the Track Editor node
+     reads it;
+   - "region": one region drag per sprite as the editor writes it (widget JSON version 2): grabbed at
+     the sprite's centre at the first frame, a keyframe on every frame along its true centre path, a
+     radius of the sprite's bounding radius plus --region-margin pixels (over the frame's shorter
+     side); a static sprite gets an anchor of that radius. The document is read by the node's parser,
+     which expands it into the DragController grid (the editor's default size, 8x8 at 128x128, unless
+     --region-grid); grid tracks are visible while inside the frame (region drags carry no occlusion);
+   - "none": no tracks (the null-motion input).
 
     python bench/bench_demo.py
     python bench/bench_demo.py --model runs/demo/ode_init.safetensors --clips 8 --rollout-chunks 200
     python bench/bench_demo.py --clip-set validation --skip drift speed --streaming '{"motion_scale": 1.5}'
+    python bench/bench_demo.py --threads 1 --skip epe drift speed --drags five point region
 """
 
 import argparse
@@ -20,6 +36,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -27,6 +44,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from motionstream_core.demo import load_demo_image, load_demo_model, load_demo_tracks  # noqa: E402
+from motionstream_core.motion.drag_control import default_grid_size  # noqa: E402
+from motionstream_core.motion.formats import tracks_from_widget_json, tracks_to_widget_dict  # noqa: E402
 from motionstream_core.synthetic import (  # noqa: E402
     SyntheticMotionConfig, clip_seed, colour_drift, content_drift, generate_clip, score_track_following,
 )
@@ -36,6 +55,10 @@ from motionstream_core.synthetic import (  # noqa: E402
 # "held-out" figures stay unbiased.
 CLIP_SETS = {"held-out": 424_242, "validation": 373_737}
 ROLLOUT_DATASET_SEED = 515_151
+DRAG_CASES = ("five", "point", "region", "none")
+# Pixels added to a sprite's bounding radius for its region drag: half a grid cell of the editor's 8x8
+# grid at 128x128, so the grab reaches the grid points just outside the sprite.
+REGION_MARGIN_PIXELS = 8.0
 
 
 def nanmean(values):
@@ -55,6 +78,88 @@ def track_following(demo, clips: int, frames: int, seed: int, dataset_seed: int 
         lost.append(score.lost_fraction)
         without_tracks.append(score_track_following(free.frames, clip).epe)
     return nanmean(with_tracks), nanmean(without_tracks), nanmean(lost), with_tracks, without_tracks
+
+
+def point_drag_tracks(clip):
+    """One drag per sprite: its centre track, through the editor's widget JSON and the node's parser."""
+    metadata = clip.metadata
+    centres = (metadata.track_offsets == 0).all(dim=1).nonzero().squeeze(1)
+    if sorted(metadata.track_sprite[centres].tolist()) != list(range(metadata.num_sprites)):
+        raise ValueError("expected one centre track per sprite")
+    return tracks_from_widget_json(json.dumps(tracks_to_widget_dict(clip.tracks.select(centres))))
+
+
+def region_drag_document(clip, margin_pixels: float = REGION_MARGIN_PIXELS, grid: int | None = None) -> dict:
+    """The widget document (version 2) of one region drag per sprite, as the editor writes it:
+    coordinates rounded to 4 decimals, the grid size named (the editor's default for the frame)."""
+    metadata = clip.metadata
+    shorter = min(metadata.width, metadata.height)
+    num_frames = metadata.num_frames
+    regions = []
+    for index, sprite in enumerate(metadata.sprites):
+        radius = round((sprite.bounding_radius + margin_pixels) / shorter, 4)
+        path = metadata.centre_paths[:, index].tolist()
+        keyframes = [{"t": frame / metadata.fps, "x": round(x / metadata.width, 4), "y": round(y / metadata.height, 4)}
+                     for frame, (x, y) in enumerate(path)]
+        if metadata.trajectory_kinds[index] == "static":
+            regions.append({"id": index, "kind": "anchor", "radius": radius, "keyframes": keyframes[:1]})
+        else:
+            regions.append({"id": index, "kind": "path", "radius": radius, "keyframes": keyframes})
+    return {
+        "format": "motionstream-tracks", "version": 2, "width": metadata.width, "height": metadata.height,
+        "fps": metadata.fps, "duration": (num_frames - 1) / metadata.fps, "tracks": [],
+        "region_grid": default_grid_size(metadata.width, metadata.height) if grid is None else grid,
+        "regions": regions,
+    }
+
+
+def region_drag_tracks(clip, margin_pixels: float = REGION_MARGIN_PIXELS, grid: int | None = None):
+    """The grid tracks of :func:`region_drag_document`, read as the Track Editor node reads the editor's JSON."""
+    return tracks_from_widget_json(json.dumps(region_drag_document(clip, margin_pixels, grid)))
+
+
+def drag_tracks(case: str, clip, margin_pixels: float = REGION_MARGIN_PIXELS, grid: int | None = None):
+    if case == "five":
+        return clip.tracks
+    if case == "point":
+        return point_drag_tracks(clip)
+    if case == "region":
+        return region_drag_tracks(clip, margin_pixels, grid)
+    if case == "none":
+        return None
+    raise ValueError(f"unknown drag case {case!r}")
+
+
+def drag_kinds(demo, cases, clips: int, frames: int, seed: int, dataset_seed: int = CLIP_SETS["held-out"],
+               margin_pixels: float = REGION_MARGIN_PIXELS, grid: int | None = None) -> dict:
+    """Per case: EPE per clip, lost fraction per clip and conditioning tracks per clip, on the same clips
+    and noise; every video is scored against the clip's own tracks (the sprites' true paths)."""
+    config = SyntheticMotionConfig(width=demo.size, height=demo.size, num_frames=frames, fps=demo.fps)
+    results = {case: {"epe": [], "lost": [], "tracks": []} for case in cases}
+    for index in range(clips):
+        clip = generate_clip(config, clip_seed(dataset_seed, index))
+        for case in cases:
+            tracks = drag_tracks(case, clip, margin_pixels, grid)
+            if tracks is not None and tracks.num_frames != frames:
+                raise ValueError(f"{case} drags have {tracks.num_frames} frames for a {frames}-frame clip")
+            video = demo.stream(clip.frames[0], tracks, frames, seed=seed + index)
+            score = score_track_following(video.frames, clip)
+            results[case]["epe"].append(score.epe)
+            results[case]["lost"].append(score.lost_fraction)
+            results[case]["tracks"].append(0 if tracks is None else tracks.num_tracks)
+    return results
+
+
+def drag_summary(per_clip: dict) -> dict:
+    epes = [v for v in per_clip["epe"] if not math.isnan(v)]
+    return {
+        "epe_px": round(nanmean(per_clip["epe"]), 3),
+        "median_epe_px": round(statistics.median(epes), 3) if epes else math.nan,
+        "lost_fraction": round(nanmean(per_clip["lost"]), 3),
+        "clips_within_4px": sum(v <= 4 for v in epes),
+        "tracks_per_clip": round(statistics.fmean(per_clip["tracks"]), 2),
+        "per_clip_epe": [round(v, 2) for v in per_clip["epe"]],
+    }
 
 
 def drift(demo, chunks: int, seed: int):
@@ -87,6 +192,14 @@ def main() -> None:
                         help='JSON overrides of the model\'s streaming settings, e.g. \'{"commit_step": 0, "motion_scale": 1.5}\'')
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=(), choices=("epe", "drift", "speed"))
+    parser.add_argument("--drags", nargs="+", choices=DRAG_CASES,
+                        help="also score the --clips clips conditioned each of these ways, side by side: the clip's five "
+                             "tracks per sprite, one point drag per sprite, one region drag per sprite (the editor's "
+                             "widget JSON expanded to its grid), no tracks")
+    parser.add_argument("--region-margin", type=float, default=REGION_MARGIN_PIXELS,
+                        help="pixels added to a sprite's bounding radius for its region drag's radius")
+    parser.add_argument("--region-grid", type=int,
+                        help="grid tracks per side for region drags (default: the editor's for the frame, 8 at 128x128)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     demo = load_demo_model(args.model)
@@ -115,6 +228,23 @@ def main() -> None:
         }
         print(f"track following ({args.clips} {args.clip_set} clips, {args.frames} frames, 128x128): EPE {epe:.3f} px with tracks "
               f"(goal <= 4), {epe_free:.3f} px without; ratio {ratio:.2f}x (goal >= 5); lost {lost:.3f}", flush=True)
+
+    if args.drags:
+        cases = list(dict.fromkeys(args.drags))
+        results = drag_kinds(demo, cases, args.clips, args.frames, args.seed, CLIP_SETS[args.clip_set],
+                             args.region_margin, args.region_grid)
+        summaries = {case: drag_summary(results[case]) for case in cases}
+        grid = args.region_grid or default_grid_size(demo.size, demo.size)
+        report["drags"] = {"clip_set": args.clip_set, "clips": args.clips, "frames": args.frames,
+                           "region_margin_px": args.region_margin, "region_grid": grid, "cases": summaries}
+        print(f"drag kinds ({args.clips} {args.clip_set} clips, {args.frames} frames, {demo.size}x{demo.size}; "
+              f"region drags: {grid}x{grid} grid, radius = sprite + {args.region_margin:g} px):", flush=True)
+        print(f"  {'case':<8} {'tracks':>7} {'EPE px':>8} {'median':>8} {'lost':>6} {'<= 4 px':>8}")
+        for case in cases:
+            summary = summaries[case]
+            print(f"  {case:<8} {summary['tracks_per_clip']:>7.2f} {summary['epe_px']:>8.3f} "
+                  f"{summary['median_epe_px']:>8.3f} {summary['lost_fraction']:>6.3f} "
+                  f"{summary['clips_within_4px']:>4}/{args.clips}", flush=True)
 
     if "drift" not in args.skip:
         frames, results = drift(demo, args.rollout_chunks, args.seed)
