@@ -1,4 +1,5 @@
-"""Joint guidance inside the causal engine: one KV cache per branch, one forward per branch."""
+"""Joint guidance inside the causal engine: each branch its own keys/values; one forward per branch, or one
+batched forward for all of them."""
 
 import pytest
 import torch
@@ -12,15 +13,15 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 MOTION_CHANNELS = 4
 
 
-def _session(text_scale, motion_scale):
-    model = random_dit(tiny_config(in_channels=8 + MOTION_CHANNELS, out_channels=8))
+def _session(text_scale, motion_scale, dtype=torch.float32, text_tokens=6, **session_args):
+    model = random_dit(tiny_config(in_channels=8 + MOTION_CHANNELS, out_channels=8), dtype=dtype)
     config = StreamingConfig.track_v0(text_scale=text_scale, motion_scale=motion_scale)
-    session = StreamingSession(model, config, latent_height=4, latent_width=4, seed=3)
+    session = StreamingSession(model, config, latent_height=4, latent_width=4, seed=3, **session_args)
     generator = torch.Generator().manual_seed(0)
-    motion = torch.randn(1, MOTION_CHANNELS, 64, 4, 4, generator=generator)
+    motion = torch.randn(1, MOTION_CHANNELS, 64, 4, 4, generator=generator, dtype=dtype)
     session.start(StreamConditions(
-        text=torch.randn(1, 6, 24, generator=generator),
-        null_text=torch.zeros(1, 6, 24),
+        text=torch.randn(1, text_tokens, 24, generator=generator, dtype=dtype),
+        null_text=torch.zeros(1, 6, 24, dtype=dtype),
         motion_providers=[lambda first, n: motion[:, :, first:first + n]],
     ))
     return session
@@ -41,7 +42,7 @@ def _spy(session):
 
 
 def test_three_branches_three_caches_three_forwards_per_step():
-    session = _session(3.0, 1.5)
+    session = _session(3.0, 1.5, batch_guidance=False)
     assert set(session.caches) == set(Branch)
     pointers = {t.data_ptr() for cache in session.caches.values() for t in cache.tensors()}
     assert len(pointers) == 3 * len(session.cache.tensors()), "every branch has its own cache tensors"
@@ -54,7 +55,7 @@ def test_three_branches_three_caches_three_forwards_per_step():
 
 
 def test_guided_step_is_the_joint_formula_and_null_motion_sees_zero_tracks():
-    session = _session(3.0, 1.5)
+    session = _session(3.0, 1.5, batch_guidance=False)
     calls = _spy(session)
     x0s = []
     session.on_step = lambda chunk, step, x0: x0s.append(x0.clone())
@@ -72,8 +73,9 @@ def test_guided_step_is_the_joint_formula_and_null_motion_sees_zero_tracks():
     torch.testing.assert_close(first_step[Branch.NULL_TEXT][0], first_step[Branch.CONDITIONAL][0])
 
 
-def test_branch_caches_hold_different_keys_after_a_chunk():
-    session = _session(3.0, 1.5)
+@pytest.mark.parametrize("batch_guidance", [True, False])
+def test_branch_caches_hold_different_keys_after_a_chunk(batch_guidance):
+    session = _session(3.0, 1.5, batch_guidance=batch_guidance)
     session.next_chunk()
     # The last layer: the first one's keys come before any cross-attention, so the text cannot reach them.
     keys = {branch: cache.keys[-1][:, :1].clone() for branch, cache in session.caches.items()}
@@ -81,12 +83,56 @@ def test_branch_caches_hold_different_keys_after_a_chunk():
     assert (keys[Branch.CONDITIONAL] - keys[Branch.NULL_MOTION]).abs().max() > 1e-6
 
 
-def test_no_guidance_is_one_branch():
-    session = _session(0.0, 0.0)
+@pytest.mark.parametrize("batch_guidance", [True, False])
+def test_no_guidance_is_one_branch(batch_guidance):
+    session = _session(0.0, 0.0, batch_guidance=batch_guidance)
     assert list(session.caches) == [Branch.CONDITIONAL]
     calls = _spy(session)
     session.next_chunk()
     assert len(calls) == len(session.config.denoising_steps) + 1
+
+
+def test_batched_guidance_is_one_forward_per_step_over_one_shared_cache():
+    session = _session(3.0, 1.5)
+    shared = session._groups[0].cache
+    assert shared.keys[0].shape[0] == 3, "the three branches are three batch rows of one cache"
+    assert len({t.data_ptr() for cache in session.caches.values() for t in cache.tensors()}) == 3 * len(shared.tensors())
+    calls = []
+    forward = session.model.forward_chunk
+    session.model.forward_chunk = lambda latents, *args: calls.append(latents.clone()) or forward(latents, *args)
+    session.next_chunk()
+    assert len(calls) == len(session.config.denoising_steps) + 1, "one batched forward per step, one commit"
+    conditional, null_text, null_motion = calls[0].split(1)
+    torch.testing.assert_close(null_text, conditional)
+    assert null_motion[:, 8:].abs().max() == 0 and conditional[:, 8:].abs().max() > 0
+
+
+# Float64 sessions: a batched forward computes each row with the same operations as a serial one, in
+# GEMMs of another shape, so results agree to float64 rounding accumulated over a few chunks.
+BATCHED_TOLERANCE = dict(rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("text_tokens", [6, 20], ids=["same-length-prompts", "null-prompt-padded-and-masked"])
+def test_batched_guidance_equals_serial_guidance(text_tokens):
+    # text_len is 16: 6-token prompts are both padded to 16, but a 20-token prompt stays 20 tokens, so
+    # the second case stacks contexts of different lengths (the null prompt's padded and masked).
+    serial = _session(3.0, 1.5, torch.float64, text_tokens, batch_guidance=False)
+    batched = _session(3.0, 1.5, torch.float64, text_tokens, batch_guidance=True)
+    assert (batched._groups[0].context[0].mask is None) == (text_tokens == 6)
+    for _ in range(4):  # past the first eviction of the 6-frame window
+        torch.testing.assert_close(batched.next_chunk().latents, serial.next_chunk().latents, **BATCHED_TOLERANCE)
+    for branch in serial.caches:
+        torch.testing.assert_close(batched.caches[branch].keys[-1], serial.caches[branch].keys[-1], **BATCHED_TOLERANCE)
+
+
+def test_batched_guidance_recaches_every_branch_on_a_prompt_change():
+    sessions = [_session(3.0, 1.5, torch.float64, batch_guidance=batched) for batched in (False, True)]
+    new_text = torch.randn(1, 6, 24, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    for session in sessions:
+        list(session.stream(3))
+        session.update(text=new_text, prompt_change="recache")
+    serial, batched = (session.next_chunk().latents for session in sessions)
+    torch.testing.assert_close(batched, serial, **BATCHED_TOLERANCE)
 
 
 def test_guidance_without_its_null_condition_is_a_clear_error():

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from .config import WanConfig
+
+# Tables cut from a `RotaryTables` that a stream is likely to ask for again (the same chunk geometry).
+_MEMO_SIZE = 16
+
+
+def rotation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype queries and keys are rotated in: float32 for half-precision models, the model's own otherwise.
+
+    Half precision is not enough for cos/sin: bfloat16 keeps 8 bits, an error of up to 0.4% on every
+    rotated element, which the attention scores of far-apart frames would inherit.
+    """
+    return torch.promote_types(dtype, torch.float32)
 
 
 class RotaryEmbedding:
@@ -19,9 +33,10 @@ class RotaryEmbedding:
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Rotates x [B, L, H, D]; pairs (2i, 2i+1) are treated as complex numbers."""
-        compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        compute_dtype = rotation_dtype(x.dtype)
         pairs = x.to(compute_dtype).unflatten(-1, (-1, 2))
         real, imag = pairs.unbind(-1)
+        # No-ops when the tables were built in the rotation dtype (see RotaryTables).
         cos = self.cos.to(compute_dtype)[None, :, None, :]
         sin = self.sin.to(compute_dtype)[None, :, None, :]
         rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
@@ -36,33 +51,97 @@ def _axis_angles(positions: torch.Tensor, axis_dim: int, theta: float) -> torch.
     return positions.to(torch.float64)[:, None] * inverse_freq[None, :]
 
 
+def _rows_at(table: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+    """table[positions], cut as slices of runs of consecutive positions: no index tensor, so no host-to-device copy."""
+    runs, start = [], 0
+    for index in range(1, len(positions) + 1):
+        if index == len(positions) or positions[index] != positions[index - 1] + 1:
+            runs.append(table[positions[start] : positions[start] + index - start])
+            start = index
+    return torch.cat(runs) if runs else table[:0]
+
+
+class RotaryTables:
+    """cos/sin of one latent grid at every frame position, from which the table of any frames is cut.
+
+    Built once per grid, on the model's device and in the dtype keys are rotated in (see
+    `rotation_dtype`); angles are computed in float64 so that position 1000 is as exact as
+    position 0. Cutting a table out of them (`at`) takes only Python integers, so a stream's
+    chunks never wait on the device for their positions.
+    """
+
+    def __init__(
+        self,
+        config: WanConfig,
+        grid_height: int,
+        grid_width: int,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+        num_positions: int | None = None,
+    ):
+        self.config = config
+        self.dtype = dtype
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        _, height_dim, width_dim = config.rope_dims()
+        rows = _axis_angles(torch.arange(grid_height, device=self.device), height_dim, config.rope_theta)
+        cols = _axis_angles(torch.arange(grid_width, device=self.device), width_dim, config.rope_theta)
+        rows = rows[:, None, :].expand(grid_height, grid_width, -1)
+        cols = cols[None, :, :].expand(grid_height, grid_width, -1)
+        space = torch.cat((rows, cols), dim=-1).flatten(0, 1)
+        self._space = (space.cos().to(dtype), space.sin().to(dtype))
+        self._time = self._time_tables(config.rope_max_len if num_positions is None else num_positions)
+        self._memo: dict[tuple[int, ...], RotaryEmbedding] = {}
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self._space[0].shape[0]
+
+    def _time_tables(self, num_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+        time_dim = self.config.rope_dims()[0]
+        positions = torch.arange(num_positions, device=self.device)
+        angles = _axis_angles(positions, time_dim, self.config.rope_theta)
+        return angles.cos().to(self.dtype), angles.sin().to(self.dtype)
+
+    def at(self, frame_positions: Sequence[int]) -> RotaryEmbedding:
+        """Tables [len(frame_positions) * tokens_per_frame, head_dim // 2] of frames at these positions, in order."""
+        key = tuple(frame_positions)
+        table = self._memo.get(key)
+        if table is None:
+            table = self._build(key)
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = table
+        return table
+
+    def _build(self, positions: tuple[int, ...]) -> RotaryEmbedding:
+        if any(isinstance(p, bool) or int(p) != p or p < 0 for p in positions):
+            raise ValueError(f"frame positions must be non-negative integers, got {list(positions)}")
+        needed = max(positions, default=-1) + 1
+        if needed > self._time[0].shape[0]:
+            self._time = self._time_tables(max(needed, 2 * self._time[0].shape[0]))
+        frames, tokens = len(positions), self.tokens_per_frame
+        tables = []
+        for time, space in zip(self._time, self._space):
+            time = _rows_at(time, positions)[:, None, :].expand(frames, tokens, -1)
+            tables.append(torch.cat((time, space[None].expand(frames, -1, -1)), dim=-1).flatten(0, 1))
+        return RotaryEmbedding(*tables)
+
+
 def grid_rotary_embedding(
     config: WanConfig,
-    frame_positions: torch.Tensor,
+    frame_positions: torch.Tensor | Sequence[int],
     grid_height: int,
     grid_width: int,
     device: torch.device | str | None = None,
 ) -> RotaryEmbedding:
-    """Rotary tables for tokens of a (frame, row, column) grid, frames at the given positions.
+    """Float64 rotary tables for tokens of a (frame, row, column) grid, frames at the given positions.
 
-    Token order is frame-major then row then column, as produced by patchify. Angles are
-    computed in float64 so that position 1000 is as exact as position 0.
+    Token order is frame-major then row then column, as produced by patchify. For repeated use
+    (a stream), build a `RotaryTables` once instead.
     """
-    frame_positions = torch.as_tensor(frame_positions, device=device).reshape(-1)
-    if frame_positions.numel() and int(frame_positions.min()) < 0:
-        raise ValueError(f"frame positions must be non-negative, got {frame_positions.tolist()}")
-    device = frame_positions.device
-    time_dim, height_dim, width_dim = config.rope_dims()
-    frames = frame_positions.numel()
-    time = _axis_angles(frame_positions, time_dim, config.rope_theta)
-    rows = _axis_angles(torch.arange(grid_height, device=device), height_dim, config.rope_theta)
-    cols = _axis_angles(torch.arange(grid_width, device=device), width_dim, config.rope_theta)
-    angles = torch.cat(
-        (
-            time[:, None, None, :].expand(frames, grid_height, grid_width, -1),
-            rows[None, :, None, :].expand(frames, grid_height, grid_width, -1),
-            cols[None, None, :, :].expand(frames, grid_height, grid_width, -1),
-        ),
-        dim=-1,
-    ).reshape(frames * grid_height * grid_width, -1)
-    return RotaryEmbedding(angles.cos(), angles.sin())
+    if isinstance(frame_positions, torch.Tensor):
+        device = frame_positions.device if device is None else device
+        frame_positions = frame_positions.reshape(-1).tolist()
+    positions = list(frame_positions)
+    num_positions = max(positions, default=-1) + 1
+    return RotaryTables(config, grid_height, grid_width, torch.float64, device, num_positions).at(positions)

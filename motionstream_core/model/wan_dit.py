@@ -100,6 +100,8 @@ class CrossAttentionContext:
     value: torch.Tensor
     image_key: torch.Tensor | None = None
     image_value: torch.Tensor | None = None
+    # Boolean [B, 1, 1, L], False on the padding of prompts batched with longer ones (context_batch.py).
+    mask: torch.Tensor | None = None
 
 
 class CrossAttention(AttentionProjections):
@@ -126,7 +128,7 @@ class CrossAttention(AttentionProjections):
 
     def forward(self, x: torch.Tensor, context: CrossAttentionContext) -> torch.Tensor:
         q = _split_heads(self.norm_q(self.q(x)), self.num_heads)
-        out = attention(q, context.key, context.value)
+        out = attention(q, context.key, context.value, mask=context.mask)
         if context.image_key is not None:
             out = out + attention(q, context.image_key, context.image_value)
         return self.o(out)
@@ -160,12 +162,33 @@ class TransformerBlock(nn.Module):
         attend_self: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     ) -> torch.Tensor:
         """x [B, F, T, D] (frames, tokens per frame); frame_modulation [B, F, 6, D]."""
-        mod = (self.modulation.to(frame_modulation.dtype)[:, None] + frame_modulation).unsqueeze(3)
-        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mod.unbind(2)
-        frames = x.shape[1]
+        attended = attend_self(*self.self_attention_inputs(x, frame_modulation))
+        return self.after_self_attention(x, attended, frame_modulation, context)
 
-        h = modulate(self.norm1(x), shift_sa, scale_sa).flatten(1, 2)
-        h = self.self_attn.o(attend_self(*self.self_attn.project(h)))
+    # The two halves around self-attention, which a causal engine may compile separately from its cache logic.
+
+    def _modulation(self, frame_modulation: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        mod = (self.modulation.to(frame_modulation.dtype)[:, None] + frame_modulation).unsqueeze(3)
+        return mod.unbind(2)
+
+    def self_attention_inputs(
+        self, x: torch.Tensor, frame_modulation: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Un-rotated query, key, value [B, F * T, H, D] of the self-attention."""
+        shift_sa, scale_sa, *_ = self._modulation(frame_modulation)
+        return self.self_attn.project(modulate(self.norm1(x), shift_sa, scale_sa).flatten(1, 2))
+
+    def after_self_attention(
+        self,
+        x: torch.Tensor,
+        attended: torch.Tensor,
+        frame_modulation: torch.Tensor,
+        context: CrossAttentionContext,
+    ) -> torch.Tensor:
+        """The block's output from its input x and the attended values [B, F * T, H * D]."""
+        _, _, gate_sa, shift_ff, scale_ff, gate_ff = self._modulation(frame_modulation)
+        frames = x.shape[1]
+        h = self.self_attn.o(attended)
         x = gated_residual(x, h.unflatten(1, (frames, -1)), gate_sa)
 
         h = self.cross_attn(self.norm3(x).flatten(1, 2), context)

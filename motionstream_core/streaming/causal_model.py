@@ -9,23 +9,30 @@ Two RoPE policies are supported:
 - "absolute" (Self-Forcing, CausVid, LongLive): keys are rotated with their absolute latent-frame
   index before they are cached, queries with the absolute positions of the chunk. Generation
   stops with `RopeRangeError` at `config.rope_max_len` frames; positions never wrap.
-- "relative" (MotionStream, Track-v0): raw keys are cached; at every forward the visible frames
+- "relative" (MotionStream, Track-v0): raw keys are cached; for every chunk the visible frames
   [sink | rolling | current chunk] get positions 0..n-1 in that order, and the queries the
-  positions of the chunk among them. Video length is unbounded.
+  positions of the chunk among them. Video length is unbounded. The visible keys are rotated
+  once per chunk, not at every forward (rotated_keys.py).
+
+RoPE tables are built once per latent grid on the model's device (`RotaryTables`); a chunk only
+cuts its tables out of them, with Python integers, so a chunk never waits on the device.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Sequence
 
 import torch
 
 from ..model.attention import attention
 from .cache_policies import CacheGeometry, CachePolicy, cache_policy_named
+from .compiled_blocks import CompiledBlocks
 from .kv_cache import ChunkSlots, KVCache
-from ..model.rope import RotaryEmbedding
+from ..model.rope import RotaryEmbedding, RotaryTables, rotation_dtype
 from ..model.wan_dit import CrossAttentionContext, PatchGrid, WanDiT
+from .rotated_keys import RotatedKeys
 
 ROPE_POLICIES = ("absolute", "relative")
 
@@ -36,10 +43,9 @@ class RopeRangeError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class _ChunkRotary:
-    query: RotaryEmbedding
-    # Applied to a chunk's keys before they are cached (absolute policy).
-    cached_keys: RotaryEmbedding | None
-    # Applied to the visible keys read back from the cache (relative policy).
+    # The chunk's own frames: its queries, and its keys (before caching under the absolute policy).
+    chunk: RotaryEmbedding
+    # Every visible slot, for the raw keys read back from the cache (relative policy).
     visible_keys: RotaryEmbedding | None
 
 
@@ -70,6 +76,9 @@ class CausalWanModel:
         self.transformer = transformer
         self.rope_policy = rope_policy
         self._rotary_memo: tuple[tuple, _ChunkRotary] | None = None
+        self._tables: dict[tuple, RotaryTables] = {}
+        self._rotated_keys: weakref.WeakKeyDictionary[KVCache, RotatedKeys] = weakref.WeakKeyDictionary()
+        self._compiled_blocks: CompiledBlocks | None = None
 
     @property
     def config(self):
@@ -82,6 +91,15 @@ class CausalWanModel:
     @property
     def dtype(self) -> torch.dtype:
         return self.transformer.dtype
+
+    def compile_blocks(self) -> None:
+        """From now on, chunk forwards run the transformer blocks through `torch.compile` (compiled_blocks.py).
+
+        Compilation happens at the first chunk of each shape. Re-caching after a prompt change, whose
+        shapes vary, stays eager.
+        """
+        if self._compiled_blocks is None:
+            self._compiled_blocks = CompiledBlocks()
 
     def cache_geometry(self, batch_size: int, latent_height: int, latent_width: int) -> CacheGeometry:
         config = self.config
@@ -171,9 +189,14 @@ class CausalWanModel:
             torch.as_tensor(timestep, device=self.device), tokens.shape[0], grid.frames
         )
 
+        rotated_keys = self._rotated_keys_of(cache) if write_cache and self.rope_policy == "relative" else None
+
         def self_attention(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            if rotary.cached_keys is not None:
-                k = rotary.cached_keys.apply(k)
+            if rotated_keys is not None:
+                keys, values = rotated_keys.write_and_read(cache, layer, slots, k, v, rotary.chunk, rotary.visible_keys)
+                return attention(rotary.chunk.apply(q), keys, values)
+            if self.rope_policy == "absolute":
+                k = rotary.chunk.apply(k)
             if write_cache:
                 cache.write(layer, slots.write_slots, k, v)
                 keys, values = cache.visible(layer, slots)
@@ -181,10 +204,31 @@ class CausalWanModel:
                 keys, values = _visible_with_chunk(cache, layer, slots, k, v)
             if rotary.visible_keys is not None:
                 keys = rotary.visible_keys.apply(keys)
-            return attention(rotary.query.apply(q), keys, values)
+            return attention(rotary.chunk.apply(q), keys, values)
 
-        out = model.run_blocks(tokens, frame_embedding, frame_modulation, context, self_attention)
+        if self._compiled_blocks is None:
+            out = model.run_blocks(tokens, frame_embedding, frame_modulation, context, self_attention)
+        else:
+            out = self._compiled_blocks.run(model, tokens, frame_embedding, frame_modulation, context, self_attention)
         return model.unpatchify(out, grid)
+
+    def prepare_chunk(self, latents: torch.Tensor, cache: KVCache, start_frame: int) -> tuple[torch.Tensor, ...]:
+        """Rotates the visible keys of every layer for this chunk unless done already (relative policy),
+        and returns the RoPE tables the chunk's forwards read.
+
+        A chunk's first forward rotates the keys itself; a replayed CUDA graph, captured from a later
+        forward of a chunk, does not, so the graph runner calls this before every replay, and holds
+        on to the tables for as long as its graph reads them.
+        """
+        _, ph, pw = self.config.patch_size
+        grid = PatchGrid(latents.shape[2], latents.shape[3] // ph, latents.shape[4] // pw)
+        slots = cache.plan(start_frame, grid.frames)
+        rotary = self._chunk_rotary(slots, grid)
+        if self.rope_policy == "relative":
+            rotated_keys = self._rotated_keys_of(cache)
+            for layer in range(cache.num_layers):
+                rotated_keys.prepare(cache, layer, slots, rotary.visible_keys)
+        return rotary.chunk.cos, rotary.chunk.sin
 
     @torch.no_grad()
     def recache(
@@ -210,7 +254,7 @@ class CausalWanModel:
         self._check_geometry(cache, grid, tokens.shape[0])
         positions = list(frames) if self.rope_policy == "absolute" else list(range(len(frames)))
         self._check_absolute_range(max(positions) + 1)
-        rotary = model.rotary_embedding(torch.tensor(positions), grid)
+        rotary = self._rope_tables(grid).at(positions)
         block_ids = torch.tensor(blocks, device=self.device).repeat_interleave(grid.tokens_per_frame)
         mask = block_ids[None, :] <= block_ids[:, None]
         slots = [cache.slot_of(frame) for frame in frames]
@@ -241,21 +285,31 @@ class CausalWanModel:
                 "absolute RoPE covers; start a new stream (reset) or use the 'relative' RoPE policy"
             )
 
+    def _rope_tables(self, grid: PatchGrid) -> RotaryTables:
+        dtype = rotation_dtype(self.dtype)
+        key = (grid.height, grid.width, dtype, self.device)
+        if key not in self._tables:
+            self._tables[key] = RotaryTables(self.config, grid.height, grid.width, dtype, self.device)
+        return self._tables[key]
+
+    def _rotated_keys_of(self, cache: KVCache) -> RotatedKeys:
+        if cache not in self._rotated_keys:
+            self._rotated_keys[cache] = RotatedKeys(cache.num_layers)
+        return self._rotated_keys[cache]
+
     def _chunk_rotary(self, slots: ChunkSlots, grid: PatchGrid) -> _ChunkRotary:
-        # All denoising steps and the commit pass of a chunk share the same tables.
-        key = (self.rope_policy, slots, grid.height, grid.width)
+        # All denoising steps and the commit pass of a chunk (and every guidance branch) share the same tables.
+        tables = self._rope_tables(grid)
+        key = (self.rope_policy, slots, tables)
         if self._rotary_memo is not None and self._rotary_memo[0] == key:
             return self._rotary_memo[1]
-        model = self.transformer
         if self.rope_policy == "absolute":
             self._check_absolute_range(slots.end_frame)
-            chunk = model.rotary_embedding(torch.arange(slots.start_frame, slots.end_frame), grid)
-            rotary = _ChunkRotary(query=chunk, cached_keys=chunk, visible_keys=None)
+            rotary = _ChunkRotary(chunk=tables.at(range(slots.start_frame, slots.end_frame)), visible_keys=None)
         else:
             rotary = _ChunkRotary(
-                query=model.rotary_embedding(torch.tensor(slots.relative_query_positions()), grid),
-                cached_keys=None,
-                visible_keys=model.rotary_embedding(torch.tensor(slots.relative_key_positions()), grid),
+                chunk=tables.at(slots.relative_query_positions()),
+                visible_keys=tables.at(slots.relative_key_positions()),
             )
         self._rotary_memo = (key, rotary)
         return rotary

@@ -64,7 +64,7 @@ def _contiguous_runs(slots: Sequence[int]):
             start = index
 
 
-def _copy_into_slots(buffer: torch.Tensor, slots: Sequence[int], tokens: torch.Tensor) -> None:
+def copy_into_slots(buffer: torch.Tensor, slots: Sequence[int], tokens: torch.Tensor) -> None:
     """Copies tokens [B, len(slots) * T, H, D] into the frame slots of a buffer [B, frames, T, H, D]."""
     tokens = tokens.unflatten(1, (len(slots), buffer.shape[2]))
     for source, slot, length in _contiguous_runs(slots):
@@ -75,7 +75,9 @@ class KVCache(abc.ABC):
     """Per-layer key and value tensors [B, frames, tokens_per_frame, H, D]: what the causal model calls.
 
     `plan` places a chunk's frames in slots, `write` stores their keys/values, `visible` reads what
-    the chunk attends to, and `restart` prepares the cache for a new stream at frame 0.
+    the chunk attends to, and `restart` prepares the cache for a new stream at frame 0. Every write
+    is counted per layer (`write_count`), so that whoever keeps something derived from the cached
+    keys can tell whether they changed since.
     """
 
     keys: list[torch.Tensor]
@@ -84,6 +86,7 @@ class KVCache(abc.ABC):
     sink_frames: int
     # Frame slots currently allocated per layer.
     window_frames: int
+    _write_counts: list[int]
 
     @abc.abstractmethod
     def slot_of(self, frame: int) -> int:
@@ -99,7 +102,7 @@ class KVCache(abc.ABC):
 
     @abc.abstractmethod
     def write(self, layer: int, slots: Sequence[int], key: torch.Tensor, value: torch.Tensor) -> None:
-        """Stores key/value [B, len(slots) * tokens_per_frame, H, D] into the given slots."""
+        """Stores key/value [B, len(slots) * tokens_per_frame, H, D] into the given slots; calls `count_write`."""
 
     @abc.abstractmethod
     def restart(self) -> None:
@@ -108,6 +111,14 @@ class KVCache(abc.ABC):
     @property
     def num_layers(self) -> int:
         return len(self.keys)
+
+    def write_count(self, layer: int) -> int:
+        """How many writes `layer` has had."""
+        return self._write_counts[layer]
+
+    def count_write(self, layer: int) -> None:
+        """Records a write of `layer`."""
+        self._write_counts[layer] += 1
 
     def tensors(self) -> list[torch.Tensor]:
         return [*self.keys, *self.values]
@@ -154,6 +165,7 @@ class RollingKVCache(KVCache):
         shape = (batch_size, window_frames, tokens_per_frame, num_heads, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self._write_counts = [0] * num_layers
 
     def slot_of(self, frame: int) -> int:
         if frame < self.sink_frames:
@@ -190,8 +202,9 @@ class RollingKVCache(KVCache):
 
     def write(self, layer: int, slots: Sequence[int], key: torch.Tensor, value: torch.Tensor) -> None:
         """Stores key/value [B, len(slots) * tokens_per_frame, H, D] into the given slots, in place."""
-        _copy_into_slots(self.keys[layer], slots, key)
-        _copy_into_slots(self.values[layer], slots, value)
+        copy_into_slots(self.keys[layer], slots, key)
+        copy_into_slots(self.values[layer], slots, value)
+        self.count_write(layer)
 
     def restart(self) -> None:
         # Nothing to clear: a chunk sees only slots of frames of its own stream, and every one of
@@ -222,6 +235,7 @@ class GrowingKVCache(KVCache):
         shape = (batch_size, 0, tokens_per_frame, num_heads, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self._write_counts = [0] * num_layers
 
     @property
     def window_frames(self) -> int:
@@ -245,8 +259,9 @@ class GrowingKVCache(KVCache):
             pad = self.keys[layer].new_zeros(pad_shape)
             self.keys[layer] = torch.cat((self.keys[layer], pad), dim=1)
             self.values[layer] = torch.cat((self.values[layer], pad), dim=1)
-        _copy_into_slots(self.keys[layer], slots, key)
-        _copy_into_slots(self.values[layer], slots, value)
+        copy_into_slots(self.keys[layer], slots, key)
+        copy_into_slots(self.values[layer], slots, value)
+        self.count_write(layer)
 
     def restart(self) -> None:
         # Free what the previous stream grew to; the new stream grows again from nothing.

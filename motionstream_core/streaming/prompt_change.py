@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 
 class CachedBranch(Protocol):
-    """One guidance branch of a stream: its cache, its (new) prompt context and its commit inputs."""
+    """Guidance branches of a stream that share a cache (one, or several batched along the batch
+    dimension): their cache, their (new) prompt context and their commit inputs."""
 
     cache: KVCache
     context: list | None

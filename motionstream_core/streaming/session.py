@@ -8,6 +8,11 @@
 
 Each chunk is denoised with the few-step schedule, then committed: a last forward of the clean
 chunk (at `commit_step`, LongLive's "context noise") leaves its keys/values in the cache.
+
+How the chunks are computed, not what they are, is up to the session's keyword arguments:
+`batch_guidance` (guidance branches in one batched forward, on by default), `compile` (the
+transformer blocks through `torch.compile`) and `cuda_graphs` (steady-state chunks replayed from
+captured CUDA graphs; see chunk_graphs.py).
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 
 from .block_schedule import BlockSchedule
+from .branch_rows import BranchRows
 from .cache_policies import CachePolicy, cache_policy_named
 from .causal_model import ROPE_POLICIES, CausalWanModel
+from .chunk_graphs import ChunkGraphs
 from .commit_inputs import CommitInputs
 from .kv_cache import KVCache
 from .prompt_change import KeepCache, PromptChangePolicy, prompt_change_named
@@ -28,6 +35,7 @@ from ..sampling.guidance import Branch, branch_weights, guided_velocity
 from .image_conditioning import ConditionChannelProvider, FirstFrameCondition
 from ..sampling.noise import NoiseSource, SeededNoise
 from ..sampling.schedule import DEFAULT_DENOISING_STEPS, FlowMatchSchedule, add_noise, predicted_clean
+from ..model.context_batch import stack_layer_contexts
 from ..model.wan_dit import WanDiT
 
 _UNCHANGED = object()
@@ -66,7 +74,8 @@ class StreamingConfig:
     # window, constant memory) or "growing" (every frame; a baseline for tests and benchmarks only).
     cache_policy: str = "rolling"
     # Joint text-motion guidance (wt, wm); distilled students run without it (0, 0). Each branch
-    # that contributes keeps its own KV cache, so guidance costs one forward per branch.
+    # that contributes keeps its own keys/values (its own cache, or its own rows of a cache shared in
+    # one batched forward, see StreamingSession's batch_guidance).
     text_scale: float = 0.0
     motion_scale: float = 0.0
 
@@ -156,10 +165,12 @@ class StreamConditions:
 
 
 @dataclasses.dataclass
-class _BranchState:
-    """What one guidance branch carries from chunk to chunk."""
+class _BranchGroup:
+    """Guidance branches run in one forward, stacked along the batch in this order, and what they carry
+    from chunk to chunk. Without batched guidance every branch is a group of its own."""
 
-    weight: float
+    branches: tuple[Branch, ...]
+    # Keys/values of every branch of the group: branch i holds batch rows [i * B, (i + 1) * B).
     cache: KVCache
     # Model inputs of the committed frames the cache holds: what a re-cache runs the model on.
     commit_inputs: CommitInputs
@@ -190,6 +201,12 @@ class StreamingSession:
     interrupt() is called before every model pass and stops the chunk when it returns True (it may
     also raise its own exception, which propagates). An interrupted chunk leaves the session
     consistent: the next call generates that chunk again, with the same noise.
+
+    The default noise is a `SeededNoise(seed)` on the model's device. batch_guidance runs the
+    guidance branches of a step as one batched forward over one cache shared along the batch (equal
+    to running them one by one, within float rounding); compile runs the transformer blocks
+    through `torch.compile`; cuda_graphs replays steady-state chunks from captured CUDA graphs (only
+    on a CUDA device; other chunks, and other devices, run eagerly).
     """
 
     def __init__(
@@ -205,6 +222,9 @@ class StreamingSession:
         on_chunk: Callable[[LatentChunk], None] | None = None,
         on_step: Callable[[int, int, torch.Tensor], None] | None = None,
         interrupt: Callable[[], bool] | None = None,
+        batch_guidance: bool = True,
+        compile: bool = False,
+        cuda_graphs: bool = False,
     ):
         if isinstance(transformer, CausalWanModel):
             if transformer.rope_policy != config.rope_policy:
@@ -220,7 +240,7 @@ class StreamingSession:
         self.latent_height = latent_height
         self.latent_width = latent_width
         self.batch_size = batch_size
-        self.noise = noise if noise is not None else SeededNoise(seed)
+        self.noise = noise if noise is not None else SeededNoise(seed, device=self.model.device)
         self.on_chunk = on_chunk
         self.on_step = on_step
         self.interrupt = interrupt
@@ -235,11 +255,13 @@ class StreamingSession:
         self._commit_sigma = config.commit_step / config.num_train_timesteps
         self.blocks = BlockSchedule(config.block_frames)
 
-        self._branches = {
-            branch: self._new_branch(weight)
-            for branch, weight in branch_weights(config.text_scale, config.motion_scale).items()
-        }
+        branches = tuple(branch_weights(config.text_scale, config.motion_scale))
+        groups = [branches] if batch_guidance else [(branch,) for branch in branches]
+        self._groups = [self._new_group(group) for group in groups]
         self._check_blocks_fit()
+        if compile:
+            self.model.compile_blocks()
+        self._graphs = ChunkGraphs(self.model) if cuda_graphs else None
         self._sample_dtype = torch.promote_types(self.model.dtype, torch.float32)
 
         self._lock = threading.Lock()
@@ -256,11 +278,17 @@ class StreamingSession:
     @property
     def cache(self) -> KVCache:
         """The KV cache of the conditional branch (the only one without guidance)."""
-        return self._branches[Branch.CONDITIONAL].cache
+        return self.caches[Branch.CONDITIONAL]
 
     @property
     def caches(self) -> dict[Branch, KVCache]:
-        return {branch: state.cache for branch, state in self._branches.items()}
+        """Each branch's keys/values: its own cache, or its rows of the cache its group shares."""
+        caches = {}
+        for group in self._groups:
+            for row, branch in enumerate(group.branches):
+                rows = slice(row * self.batch_size, (row + 1) * self.batch_size)
+                caches[branch] = group.cache if len(group.branches) == 1 else BranchRows(group.cache, rows)
+        return caches
 
     @property
     def chunk_index(self) -> int:
@@ -294,7 +322,7 @@ class StreamingSession:
         if seed is not None:
             if not isinstance(self.noise, SeededNoise):
                 raise ValueError("a new seed needs the default SeededNoise source")
-            self.noise = SeededNoise(seed)
+            self.noise = SeededNoise(seed, device=self.noise.device)
         if conditions is not None:
             self.start(conditions)
             return
@@ -350,11 +378,14 @@ class StreamingSession:
         conditions = self._condition_channels(start, num_frames)
         shape = (self.batch_size, self.model.config.out_channels, num_frames, self.latent_height, self.latent_width)
 
-        def branch_velocity(x: torch.Tensor, timestep: torch.Tensor, branch: Branch) -> torch.Tensor:
-            self._check_interrupt()
-            state = self._branches[branch]
-            model_input = self._model_input(x, conditions, with_motion=branch.uses_motion)
-            return self.model.forward_chunk(model_input, timestep, state.context, state.cache, start).to(self._sample_dtype)
+        def branch_velocities(x: torch.Tensor, timestep: torch.Tensor) -> dict[Branch, torch.Tensor]:
+            velocities = {}
+            for group in self._groups:
+                self._check_interrupt()
+                model_input = self._group_input(x, conditions, group)
+                velocity = self._forward_chunk(model_input, timestep, group, start)
+                velocities.update(zip(group.branches, velocity.to(self._sample_dtype).split(self.batch_size)))
+            return velocities
 
         x = self._noise_tensor(self.noise.initial(index, shape), shape)
         x0 = x
@@ -362,9 +393,8 @@ class StreamingSession:
             if step > 0:
                 renoise = self._noise_tensor(self.noise.renoise(index, step, shape), shape)
                 x = add_noise(x0, renoise, sigma)
-            velocity = guided_velocity(
-                lambda branch: branch_velocity(x, timestep, branch), self.config.text_scale, self.config.motion_scale
-            )
+            velocities = branch_velocities(x, timestep)
+            velocity = guided_velocity(velocities.__getitem__, self.config.text_scale, self.config.motion_scale)
             x0 = predicted_clean(x, velocity.to(self._sample_dtype), sigma)
             if self.on_step is not None:
                 self.on_step(index, step, x0)
@@ -372,11 +402,11 @@ class StreamingSession:
         committed = x0
         if self.config.commit_renoise and self._commit_sigma > 0:
             committed = add_noise(x0, self._noise_tensor(self.noise.commit(index, shape), shape), self._commit_sigma)
-        for branch, state in self._branches.items():
+        for group in self._groups:
             self._check_interrupt()
-            commit_input = self._model_input(committed, conditions, with_motion=branch.uses_motion)
-            self.model.forward_chunk(commit_input, self._commit_timestep, state.context, state.cache, start)
-            state.commit_inputs.remember(commit_input, start)
+            commit_input = self._group_input(committed, conditions, group)
+            self._forward_chunk(commit_input, self._commit_timestep, group, start)
+            group.commit_inputs.remember(commit_input, start)
 
         self._chunk_index += 1
         self._next_frame += num_frames
@@ -387,25 +417,25 @@ class StreamingSession:
 
     # --- internals ---
 
-    def _new_branch(self, weight: float) -> _BranchState:
+    def _new_group(self, branches: tuple[Branch, ...]) -> _BranchGroup:
         config = self.config
         cache = self.model.new_cache(
-            self.batch_size, self.latent_height, self.latent_width, config.sink_frames, config.window_frames,
-            self.cache_policy,
+            self.batch_size * len(branches), self.latent_height, self.latent_width, config.sink_frames,
+            config.window_frames, self.cache_policy,
         )
-        return _BranchState(weight, cache, commit_inputs=self.cache_policy.commit_inputs(cache))
+        return _BranchGroup(branches, cache, commit_inputs=self.cache_policy.commit_inputs(cache))
 
     def _rewind(self) -> None:
         self._chunk_index = 0
         self._next_frame = 0
-        for state in self._branches.values():
-            state.cache.restart()
+        for group in self._groups:
+            group.cache.restart()
 
     def _check_blocks_fit(self) -> None:
         # The widest non-sink block must fit the rolling part of the cache; plan() says why if not.
         probe_start = max(self.config.sink_frames, self.blocks.start(len(self.blocks.sizes) - 1))
         for size in set(self.blocks.sizes):
-            self.cache.plan(probe_start, size)
+            self._groups[0].cache.plan(probe_start, size)
 
     def _set_conditions(self, conditions: StreamConditions, text_changed: bool) -> None:
         if not isinstance(conditions, StreamConditions):
@@ -413,14 +443,18 @@ class StreamingSession:
         text = conditions.text
         if text.ndim != 3 or text.shape[0] != self.batch_size:
             raise ValueError(f"text embeddings must be [{self.batch_size}, L, text_dim], got {tuple(text.shape)}")
-        if Branch.NULL_TEXT in self._branches and conditions.null_text is None:
+        branches = [branch for group in self._groups for branch in group.branches]
+        if Branch.NULL_TEXT in branches and conditions.null_text is None:
             raise ValueError("text guidance (text_scale > 0) needs the negative/empty prompt embedding (null_text)")
-        if Branch.NULL_MOTION in self._branches and not conditions.motion_providers:
+        if Branch.NULL_MOTION in branches and not conditions.motion_providers:
             raise ValueError("motion guidance (motion_scale > 0) needs motion_providers (the track head)")
         if text_changed:
-            for branch, state in self._branches.items():
-                branch_text = text if branch.uses_text else conditions.null_text
-                state.context = self.model.encode_context(branch_text, conditions.image_tokens)
+            for group in self._groups:
+                contexts = [
+                    self.model.encode_context(text if branch.uses_text else conditions.null_text, conditions.image_tokens)
+                    for branch in group.branches
+                ]
+                group.context = contexts[0] if len(contexts) == 1 else stack_layer_contexts(contexts)
         self._providers = conditions.providers()
         self._motion_provider_count = len(conditions.motion_providers)
         self._conditions = conditions
@@ -439,7 +473,7 @@ class StreamingSession:
         self._set_conditions(dataclasses.replace(self._conditions, **pending), text_changed)
         if text_changed:
             (prompt_change_override or requested).after_prompt_change(
-                self.model, self._branches.values(), self._next_frame, self.blocks, self._commit_timestep
+                self.model, self._groups, self._next_frame, self.blocks, self._commit_timestep
             )
 
     def _condition_channels(self, start: int, num_frames: int) -> torch.Tensor | None:
@@ -466,6 +500,14 @@ class StreamingSession:
         self._motion_channels = sum(p.shape[1] for p in parts[len(parts) - self._motion_provider_count:]) \
             if self._motion_provider_count else 0
         return torch.cat(parts, dim=1) if parts else None
+
+    def _forward_chunk(self, model_input: torch.Tensor, timestep: torch.Tensor, group: _BranchGroup, start: int):
+        forward = self.model.forward_chunk if self._graphs is None else self._graphs.forward_chunk
+        return forward(model_input, timestep, group.context, group.cache, start)
+
+    def _group_input(self, latents: torch.Tensor, conditions: torch.Tensor | None, group: _BranchGroup) -> torch.Tensor:
+        inputs = [self._model_input(latents, conditions, with_motion=branch.uses_motion) for branch in group.branches]
+        return inputs[0] if len(inputs) == 1 else torch.cat(inputs)
 
     def _model_input(self, latents: torch.Tensor, conditions: torch.Tensor | None, with_motion: bool = True) -> torch.Tensor:
         if conditions is None:
