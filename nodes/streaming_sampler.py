@@ -39,6 +39,15 @@ def _parse_steps(text: str) -> tuple[int, ...] | None:
         raise ValueError(f"denoising_steps must be comma-separated integers like 1000,750,500,250, got {text!r}") from error
 
 
+# The acceleration choice -> StreamingSession options.
+ACCELERATIONS = {
+    "none": {},
+    "compile": {"compile": True},
+    "CUDA graphs": {"cuda_graphs": True},
+    "compile + CUDA graphs": {"compile": True, "cuda_graphs": True},
+}
+
+
 class MotionStreamStreamingSampler:
     @classmethod
     def INPUT_TYPES(cls):
@@ -82,6 +91,11 @@ class MotionStreamStreamingSampler:
                                                  "tooltip": "While the browser that queued the run plays the preview, "
                                                             "stay at most two chunks ahead of it, so drags show up "
                                                             "within a chunk or two. Off: as fast as possible."}),
+                "acceleration": (list(ACCELERATIONS), {
+                    "default": "none",
+                    "tooltip": "compile: the transformer blocks through torch.compile (the first chunk of each "
+                               "shape waits for the compiler). CUDA graphs: on a GPU, each steady-state chunk "
+                               "replays one recorded graph (first chunks and CPUs run as usual)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
@@ -108,7 +122,7 @@ class MotionStreamStreamingSampler:
     def generate(self, model, width, height, num_frames, seed, fps, sink_frames, window_frames, denoising_steps, shift,
                  positive=None, tiny_vae=None, vae=None, start_image=None, clip_vision_output=None, tracks=None,
                  filename_prefix=DEFAULT_FILENAME_PREFIX, until_stopped=False, pace_to_playback=True,
-                 unique_id=None, prompt=None, extra_pnginfo=None):
+                 acceleration="none", unique_id=None, prompt=None, extra_pnginfo=None):
         dit, config = model.dit, model.dit.config
         model.check_inputs(positive=positive, tiny_vae=tiny_vae, vae=vae, start_image=start_image,
                            clip_vision_output=clip_vision_output)
@@ -198,7 +212,7 @@ class MotionStreamStreamingSampler:
         try:
             try:
                 session = StreamingSession(dit, streaming, latent_height=latent_height, latent_width=latent_width,
-                                           seed=seed, interrupt=interrupt)
+                                           seed=seed, interrupt=interrupt, **ACCELERATIONS[acceleration])
                 session.start(conditions)
                 with registration:
                     host.send_status(unique_id, "streaming", num_frames=length, fps=fps)

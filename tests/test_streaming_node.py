@@ -73,6 +73,18 @@ def test_same_seed_same_video_and_tracks_steer_it(pack, model, tiny_vae):
     assert (first - other).abs().max() > 1e-3
 
 
+def test_every_acceleration_choice_reaches_the_session(pack, model, tiny_vae, monkeypatch):
+    sampler = pack.nodes.streaming_sampler
+    assert list(sampler.ACCELERATIONS) == sampler.MotionStreamStreamingSampler.INPUT_TYPES()["optional"]["acceleration"][0]
+    made = []
+    session_class = sampler.StreamingSession
+    monkeypatch.setattr(sampler, "StreamingSession", lambda *args, **kwargs: made.append(kwargs) or session_class(*args, **kwargs))
+    plain, _, _ = _run(pack, model, tiny_vae, _widget(0.8))
+    graphs, _, _ = _run(pack, model, tiny_vae, _widget(0.8), acceleration="CUDA graphs")
+    assert made[0].get("cuda_graphs", False) is False and made[1]["cuda_graphs"] is True
+    assert torch.equal(plain, graphs), "on a CPU, CUDA graphs leave the chunk step as it is"
+
+
 def test_live_edit_changes_only_later_chunks(pack, model, tiny_vae, monkeypatch):
     host, live_control = pack.nodes.host, pack.nodes.live_control
     replies = []
