@@ -10,6 +10,7 @@ two chunks. When generating is slower than real time, it never waits.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -30,6 +31,7 @@ class PlaybackPacer:
         self.largest_chunk = 0
         self.waited_seconds = 0.0
         self._last_time: float | None = None  # None: nothing sent yet, the player has not started
+        self._lock = threading.Lock()  # frames are sent from the decoding thread, waits come from the generating one
 
     def _follow_player(self) -> None:
         now = self.clock()
@@ -39,14 +41,16 @@ class PlaybackPacer:
 
     def sent(self, frames: int) -> None:
         """`frames` more frames went to the player."""
-        self._follow_player()
-        self.sent_frames += frames
-        self.largest_chunk = max(self.largest_chunk, frames)
+        with self._lock:
+            self._follow_player()
+            self.sent_frames += frames
+            self.largest_chunk = max(self.largest_chunk, frames)
 
     def queued(self) -> float:
         """Frames sent and not shown yet."""
-        self._follow_player()
-        return self.sent_frames - self.shown_frames
+        with self._lock:
+            self._follow_player()
+            return self.sent_frames - self.shown_frames
 
     def lead_frames(self) -> int:
         return self.lead_chunks * self.largest_chunk

@@ -18,7 +18,7 @@ import dataclasses
 import math
 import time
 
-from motionstream_core import StreamConditions, StreamingSession, TrackChannelProvider
+from motionstream_core import BackgroundDecoder, StreamConditions, StreamingSession, TrackChannelProvider
 
 from . import host
 from .inputs import clip_image_tokens, tracks_for_generation
@@ -198,12 +198,26 @@ class MotionStreamStreamingSampler:
             if pacer is not None:
                 pacer.sent(chunk_frames.shape[0])
 
+        def decode_chunk(latents, chunk_index, last):
+            decoded = decoder.push(latents)
+            if decoded.shape[0]:
+                on_frames(decoded, chunk_index, last)
+
+        # A live codec decodes, writes and previews chunk k on a worker while the transformer makes chunk k+1.
+        background = BackgroundDecoder(decode_chunk, device) if decoder.live else None
         interrupt = host.interrupt_check()
 
         def pause(seconds):  # the pacer's sleep: Stop ends it at once, Cancel within 0.1 s
             deadline = time.monotonic() + seconds
             while (left := deadline - time.monotonic()) > 0 and not registration.wait_for_stop(min(left, 0.1)):
                 host.throw_if_interrupted(interrupt)
+
+        def pace():
+            if pacer is None:
+                return
+            if background is not None:
+                background.wait()  # the pacer counts what reached the player: the chunk in flight first
+            pacer.wait()
 
         progress = host.Progress(latent_frames)
         state, chunk_count, stopped = "failed", 0, False
@@ -219,10 +233,15 @@ class MotionStreamStreamingSampler:
                     if pace_to_playback and decoder.live and registration.token is not None and host.has_server():
                         pacer = PlaybackPacer(fps, sleep=pause)
                     chunk_count, stopped = self._stream(
-                        session, decoder, latent_frames, progress, outputs, on_frames,
+                        session, background.submit if background is not None else decode_chunk,
+                        latent_frames, progress, outputs,
                         stop_requested=lambda: registration.stop_requested,
-                        pace=pacer.wait if pacer is not None else lambda: None)
+                        pace=pace)
+                    if background is not None:
+                        background.wait()  # the last chunk's frames are out before the status says how it ended
             finally:
+                if background is not None:
+                    background.close()
                 del session
                 dit.to(host.offload_device())
                 host.free_memory()
@@ -243,9 +262,10 @@ class MotionStreamStreamingSampler:
         return {"ui": preview_ui(writer.output_file) if path is not None else {}, "result": result}
 
     @staticmethod
-    def _stream(session, decoder, latent_frames, progress, outputs, on_frames, stop_requested, pace):
+    def _stream(session, decode, latent_frames, progress, outputs, stop_requested, pace):
         """Generates chunks until `latent_frames` latent frames are made (None: until Stop). Each chunk's latents go
-        to `outputs`, its frames to `on_frames`; `pace()` runs between chunks. Returns (chunks made, stopped)."""
+        to `outputs` and to `decode(latents, chunk index, last)`; `pace()` runs between chunks. Returns (chunks
+        made, stopped)."""
         produced = count = 0
         while True:
             chunk = session.next_chunk()
@@ -255,9 +275,7 @@ class MotionStreamStreamingSampler:
             outputs.add_latents(latents)
             finished = latent_frames is not None and produced >= latent_frames
             stopped = not finished and stop_requested()  # Stop ends the stream after the chunk in progress
-            decoded = decoder.push(latents)
-            if decoded.shape[0]:
-                on_frames(decoded, chunk.index, finished or stopped)
+            decode(latents, chunk.index, finished or stopped)
             progress.update(produced)
             if finished or stopped:
                 return count, stopped

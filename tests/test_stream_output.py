@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from live_streams import add_latents_then, stream_token
 from motionstream_core.demo import load_demo_image, load_demo_tracks
 from motionstream_core.motion.formats.widget_json import tracks_to_widget_dict
 
@@ -122,21 +123,23 @@ def test_the_default_file_is_within_the_loss_of_yuv420p_and_crf_18(pack, demo, o
 
 
 def stop_after_chunk(pack, monkeypatch, chunk: int, **stop_body):
-    """Wraps send_frames: once chunk `chunk` is sent, the stream's owner POSTs Stop with the token of its
-    first status message. Returns the chunks sent ([t, H, W, 3] each) and the route's replies."""
+    """Once chunk `chunk` is generated, the stream's owner POSTs Stop with the token of its first status message
+    (before the next chunk starts). Returns the chunks sent ([t, H, W, 3] each) and the route's replies."""
     host, live_control = pack.nodes.host, pack.nodes.live_control
     sent, replies = [], []
     original = host.send_frames
 
-    def send_and_stop(node_id, frames, fps, chunk_index, done):
+    def send(node_id, frames, fps, chunk_index, done):
         original(node_id, frames, fps, chunk_index, done)
         sent.append(frames.clone())
-        if chunk_index == chunk:
-            token = messages(host, host.MESSAGE_STATUS)[0]["live_token"]
-            body = {"prompt_id": None, "node_id": node_id, "token": token, **stop_body}
-            replies.append(live_control.handle_stop_request(json.dumps(body).encode()))
 
-    monkeypatch.setattr(host, "send_frames", send_and_stop)
+    def stop():
+        body = {"prompt_id": None, "node_id": NODE, "token": stream_token(host, NODE), **stop_body}
+        replies.append(live_control.handle_stop_request(json.dumps(body).encode()))
+
+    monkeypatch.setattr(host, "send_frames", send)
+    outputs_class = pack.nodes.output_memory.StreamOutputs
+    monkeypatch.setattr(outputs_class, "add_latents", add_latents_then(outputs_class, chunk, stop))
     return sent, replies
 
 
@@ -159,7 +162,7 @@ def test_until_stopped_streams_until_the_stop_route_and_the_file_keeps_every_fra
     assert "endless stream" in caplog.text
     frames_messages = messages(host, host.MESSAGE_FRAMES)
     assert [m["chunk_index"] for m in frames_messages] == list(range(10)), "Stop after chunk 9: no chunk more"
-    assert not any(m["done"] for m in frames_messages), "it came after chunk 9 went out: the status ends it"
+    assert [m["done"] for m in frames_messages] == [False] * 9 + [True], "it came as chunk 9 was made: its last"
     statuses = messages(host, host.MESSAGE_STATUS)
     assert [s["state"] for s in statuses] == ["streaming", "stopped"]
     assert statuses[0]["num_frames"] is None and statuses[0]["live_token"]

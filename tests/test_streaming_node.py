@@ -9,6 +9,7 @@ import torch
 from motionstream_core.streaming.session import StreamingConfig
 from motionstream_core.codecs.taehv import TinyVAE
 from motionstream_core.motion.track_head import TrackEncoder
+from live_streams import run_with_live_edit
 from tiny_models import random_dit, tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -85,22 +86,19 @@ def test_every_acceleration_choice_reaches_the_session(pack, model, tiny_vae, mo
     assert torch.equal(plain, graphs), "on a CPU, CUDA graphs leave the chunk step as it is"
 
 
-def test_live_edit_changes_only_later_chunks(pack, model, tiny_vae, monkeypatch):
-    host, live_control = pack.nodes.host, pack.nodes.live_control
-    replies = []
-    original_send = host.send_frames
-
-    def send_and_edit(node_id, frames, fps, chunk_index, done):
-        original_send(node_id, frames, fps, chunk_index, done)
-        if chunk_index == 1:  # the user drags while chunk 1 is shown, with the token of the frames messages
-            token = next(data["live_token"] for event, data in reversed(host.sent_messages) if event == "motionstream.frames")
-            replies.append(live_control.apply_live_tracks(
-                {"prompt_id": None, "node_id": "12", "token": token, "tracks": _widget(0.3)}))
-
+def test_live_edit_changes_only_later_chunks(pack, model, tiny_vae):
+    live_control = pack.nodes.live_control
     baseline, base_latent, _ = _run(pack, model, tiny_vae, _widget(0.8))
-    monkeypatch.setattr(host, "send_frames", send_and_edit)
-    edited, edited_latent, _ = _run(pack, model, tiny_vae, _widget(0.8))
-    assert replies == [(200, {"ok": True, "version": 1})]
+    tracks = pack.NODE_CLASS_MAPPINGS["MotionStreamTrackEditor"]().build(json.dumps(_widget(0.8)))[0]
+    torch.manual_seed(0)  # the inputs _run draws
+    inputs = dict(positive=[[torch.randn(1, 5, 24), {}]], start_image=torch.rand(1, HEIGHT, WIDTH, 3),
+                  clip_vision_output=SimpleNamespace(penultimate_hidden_states=torch.randn(1, 9, 40)))
+    # the user drags once chunk 1 is made
+    run = run_with_live_edit(pack, _widget(0.3), after_chunk=1, model=model, width=WIDTH, height=HEIGHT,
+                             num_frames=FRAMES, seed=7, fps=16.0, sink_frames=-1, window_frames=-1,
+                             denoising_steps="", shift=0.0, tiny_vae=tiny_vae, tracks=tracks, unique_id="12", **inputs)
+    edited_latent = run.outputs[1]
+    assert [reply for _, reply in run.posted] == [(200, {"ok": True, "version": 1})]
     torch.testing.assert_close(edited_latent["samples"][:, :, :4], base_latent["samples"][:, :, :4])
     assert (edited_latent["samples"][:, :, 4] - base_latent["samples"][:, :, 4]).abs().max() > 1e-4
     # Nothing is running now, so the route answers 404; bad documents answer 400.

@@ -4,6 +4,7 @@ Cache policies (cache_policies.py) decide which earlier frames a chunk attends t
 policies (prompt_change.py) decide what happens to those cached frames when the prompt changes.
 """
 
+from .background_decode import BackgroundDecoder
 from .block_schedule import BlockSchedule
 from .cache_policies import CACHE_POLICIES, CacheGeometry, CachePolicy, GrowingBaseline, RollingWithSinks, cache_policy_named
 from .causal_model import CausalWanModel, RopeRangeError
@@ -14,7 +15,7 @@ from .prompt_change import PROMPT_CHANGE_POLICIES, KeepCache, PromptChangePolicy
 from .session import LatentChunk, StreamConditions, StreamingConfig, StreamingSession, StreamInterrupted
 
 __all__ = [
-    "BlockSchedule", "CausalWanModel", "FirstFrameCondition", "RopeRangeError",
+    "BackgroundDecoder", "BlockSchedule", "CausalWanModel", "FirstFrameCondition", "RopeRangeError",
     "LatentChunk", "StreamConditions", "StreamingConfig", "StreamingSession", "StreamInterrupted",
     "CACHE_POLICIES", "CacheGeometry", "CachePolicy", "GrowingBaseline", "RollingWithSinks", "cache_policy_named",
     "PROMPT_CHANGE_POLICIES", "KeepCache", "PromptChangePolicy", "RecacheWindow", "prompt_change_named",
