@@ -23,35 +23,25 @@ import sys
 import shutil
 import socket
 import struct
-import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 import torch
 
+from comfyui_server import ComfyServer, make_base_directory, PACK_DIR_NAME, ServerStartError, start_comfyui
 from tiny_models import random_dit, tiny_config
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PACK_DIR_NAME = "ComfyUI-MotionStream"
 TINY_MODEL = "motionstream_tiny_t2v_track.safetensors"
 TINY_VAE = "taehv_random_weights.safetensors"
 LOTUS_TEXT_DIM = 1024
 START_TIMEOUT = 300
 RUN_TIMEOUT = 300
 WIDTH, HEIGHT, FRAMES = 80, 48, 17  # latent 10x6, 5 latent frames: Track-v0 blocks of 1, 3 and 1 of 3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _write_tiny_model(path: Path) -> None:
@@ -67,91 +57,22 @@ def _write_tiny_model(path: Path) -> None:
     save_state_dict(state, path, metadata={"config": json.dumps(config.to_dict())})
 
 
-class ComfyServer:
-    def __init__(self, base: Path, port: int, process: subprocess.Popen, log_path: Path):
-        self.base, self.port, self.process, self.log_path = base, port, process, log_path
-        self.url = f"http://127.0.0.1:{port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def request(self, method: str, path: str, body=None, timeout: float = 60):
-        """(status, parsed JSON or text) of one HTTP request."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"} if data else {})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as error:
-            status, raw = error.code, error.read()
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode(errors="replace")
-
-    def history(self, prompt_id: str, timeout: float = 30) -> dict:
-        """The prompt's history entry (stored just after `execution_success` is sent)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status, history = self.request("GET", f"/history/{prompt_id}")
-            if status == 200 and prompt_id in history:
-                return history[prompt_id]
-            assert time.monotonic() < deadline, f"no history for {prompt_id}"
-            time.sleep(0.2)
-
-    def queue_prompt(self, graph: dict, client_id: str):
-        return self.request("POST", "/prompt", {"prompt": graph, "client_id": client_id})
-
-
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory, fixtures_dir):
-    comfy_path = Path(COMFYUI_PATH).resolve()
-    assert (comfy_path / "main.py").is_file(), f"COMFYUI_PATH={comfy_path} is not a ComfyUI checkout"
-    python = os.environ.get("COMFYUI_PYTHON") or sys.executable
-    base = tmp_path_factory.mktemp("comfyui_base")
-    for folder in ("custom_nodes", "models/diffusion_models", "models/vae_approx", "input", "output", "user"):
-        (base / folder).mkdir(parents=True, exist_ok=True)
-    (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
+    base = make_base_directory(tmp_path_factory.mktemp("comfyui_base"))
     _write_tiny_model(base / "models" / "diffusion_models" / TINY_MODEL)
     shutil.copy(fixtures_dir / TINY_VAE, base / "models" / "vae_approx" / TINY_VAE)
+    comfy_path = Path(COMFYUI_PATH).resolve()
     if (comfy_path / "input" / "example.png").is_file():
         shutil.copy(comfy_path / "input" / "example.png", base / "input" / "example.png")
-
-    port = _free_port()
-    command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--disable-auto-launch", "--base-directory", str(base)]
-    cli_args = (comfy_path / "comfy" / "cli_args.py").read_text()
-    if "--database-url" in cli_args:
-        command += ["--database-url", "sqlite:///:memory:"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("MOTIONSTREAM_MODELS_DIR", None)
-    log_path = base / "comfyui.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=comfy_path, stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = ComfyServer(base, port, process, log_path)
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {process.returncode} under {python} (COMFYUI_PYTHON must have "
-                            f"ComfyUI's requirements):\n{server.log()[-6000:]}")
-            try:
-                if server.request("GET", "/system_stats", timeout=5)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"ComfyUI did not answer within {START_TIMEOUT} s:\n{server.log()[-6000:]}")
-            time.sleep(1)
+        server = start_comfyui(comfy_path, os.environ.get("COMFYUI_PYTHON") or sys.executable, base, START_TIMEOUT)
+    except ServerStartError as error:
+        pytest.fail(str(error))
+    try:
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,14 +346,15 @@ def test_example_workflows_pass_comfyui_validation(comfy, pack):
 
 def test_the_embedded_example_workflow_runs_with_nothing_downloaded(comfy, pack):
     """The first example workflow as the front end queues it (with fewer frames): no model, input or
-    download; the demo image is previewed, the sampler streams a frames message per chunk and the
-    core save nodes write their files."""
+    download; the demo image is previewed, the sampler streams a frames message per chunk and writes the
+    one video (listed in the history as its output), SaveAnimatedWEBP the tracks drawn over it."""
     import test_workflows as tw
 
     definitions = {**tw.load_spec()["nodes"], **tw.pack_definitions(pack)}
     prompt = tw.api_prompt(tw.load_workflow(tw.WORKFLOW_DIR / "motionstream_anywhere_embedded_demo.json"), definitions)
     ids = {node["class_type"]: node_id for node_id, node in prompt.items()}
     prompt[ids["MotionStreamStreamingSampler"]]["inputs"]["num_frames"] = 7  # blocks of 1, 3 and 3 latent frames
+    videos_before = {path for path in (comfy.base / "output").rglob("*") if path.suffix in (".mp4", ".webm")}
     prompt_id, messages = run_prompt(comfy, prompt)
     errors = messages_of(messages, "execution_error", prompt_id)
     assert not errors, json.dumps(errors, indent=1)[:6000] + "\n" + comfy.log()[-4000:]
@@ -443,7 +365,11 @@ def test_the_embedded_example_workflow_runs_with_nothing_downloaded(comfy, pack)
     outputs = comfy.history(prompt_id)["outputs"]
     preview = outputs[ids["MotionStreamDemoImage"]]["images"][0]
     assert preview["type"] == "temp" and preview["filename"].endswith(".png")
-    assert list((comfy.base / "output" / "video").glob("MotionStream_demo*.mp4"))
+    own = messages_of(messages, "motionstream.status", prompt_id)[-1]["file"]
+    assert own["subfolder"] == "video" and own["filename"].startswith("MotionStream_demo_")
+    assert outputs[ids["MotionStreamStreamingSampler"]]["images"] == [{**own, "type": "output"}]
+    videos = {path for path in (comfy.base / "output").rglob("*") if path.suffix in (".mp4", ".webm")} - videos_before
+    assert videos == {comfy.base / "output" / "video" / own["filename"]}, f"the sampler's file is the only video: {videos}"
     assert list((comfy.base / "output" / "MotionStream").glob("demo_tracks_overlay*.webp"))
 
 

@@ -14,26 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from browser_tools import missing
 from motionstream_core.motion.formats import tracks_from_widget_json, tracks_to_widget_json
 from motionstream_core.motion.tracks import TrackSet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JS_TESTS = REPO_ROOT / "tests" / "js"
 STATE_MODULE = (REPO_ROOT / "js" / "track_editor_state.js").as_uri()
-REQUIRE_BROWSER = os.environ.get("MOTIONSTREAM_REQUIRE_BROWSER") == "1"
-
-
-def _missing(reason: str) -> None:
-    if REQUIRE_BROWSER:
-        pytest.fail(f"{reason} (MOTIONSTREAM_REQUIRE_BROWSER=1)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def node() -> str:
     path = shutil.which("node")
     if path is None:
-        _missing("node is not installed")
+        missing("node is not installed")
     return path
 
 
@@ -115,9 +109,9 @@ console.log(state.exportJson());
 def test_track_editor_in_chromium(node):
     chromium = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
     if not os.access(chromium, os.X_OK):
-        _missing(f"chromium is not installed at {chromium} (bash tests/js/run_browser_test.sh installs it)")
+        missing(f"chromium is not installed at {chromium} (bash tests/js/run_browser_test.sh installs it)")
     if not (JS_TESTS / "node_modules" / "playwright-core" / "package.json").is_file():
-        _missing("playwright-core is not installed (bash tests/js/run_browser_test.sh installs it)")
+        missing("playwright-core is not installed (bash tests/js/run_browser_test.sh installs it)")
     _run(["bash", str(JS_TESTS / "run_browser_test.sh")], timeout=300)
 
 
