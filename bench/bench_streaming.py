@@ -1,16 +1,25 @@
 """Streaming benchmark: per-chunk time must not grow with video length.
 
-CPU (default): a small random model streams a few hundred chunks through the rolling sink +
-window cache; prints median(last 50) / median(first 50 after warm-up) (goal <= 1.05) and how
-much slower the same engine is at chunk 100 with an unbounded, growing cache (goal >= 5x).
+CPU (default), a small random model, 1 thread, process CPU time:
 
-    python bench/bench_streaming.py [--chunks 310] [--threads 1]
+1. The rolling sink + window cache through the streaming session for a few hundred chunks: prints
+   median(last 50) / median(first 50 after warm-up) (goal <= 1.05).
+2. Side by side at chunk 10, 100 and 1000: the rolling cache against a fair growing baseline, a
+   growing cache written the way ComfyUI's causal Wan AR model writes one (comfy/ldm/wan/ar_model.py):
+   one buffer per layer allocated up front for the whole video, each chunk's keys rotated once with
+   their absolute positions when written, attention reading the filled prefix. Nothing is
+   reallocated and no cached key is rotated again. Each chunk is the session's model passes (the
+   denoising steps + the commit) at that chunk's frames, with the caches filled as they are there;
+   the modes and positions are interleaved round by round, and medians are printed with the ratio.
+
+    python bench/bench_streaming.py [--chunks 310] [--positions 10,100,1000] [--rounds 7] [--threads 1]
 
 Full size (`--full`, CUDA only): Wan 2.1 1.3B geometry (dim 1536, 30 layers, 12 heads, ffn
 8960), 832x480 video (latent 104x60), MotionStream Track-v0 input layout (52 channels: noisy,
 mask, first-frame latent, tracks), sink 3 / window 9 (the window counts the sink and the current
 chunk), random bf16 weights. Prints frames per second (4 video frames per latent frame), first
-chunk latency, per-chunk jitter and peak GPU memory.
+chunk latency, per-chunk jitter and peak GPU memory. `bench/gpu_check.sh` measures this and more
+in one table.
 
     python bench/bench_streaming.py --full [--chunks 40]
 """
@@ -19,20 +28,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import statistics
 import sys
 import time
+from typing import Sequence
 
 import torch
 
 from motionstream_core.model.config import WanConfig
+from motionstream_core.streaming import BlockSchedule, CausalWanModel, KVCache
+from motionstream_core.streaming.kv_cache import ChunkSlots
 from motionstream_core.testing.random_model import random_wan_dit
 from motionstream_core.streaming.session import StreamConditions, StreamingConfig, StreamingSession
 
 VIDEO_FRAMES_PER_LATENT_FRAME = 4
 
-CPU_MODEL = WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2, text_dim=64, freq_dim=64, text_len=16)
+# rope_max_len only bounds absolute RoPE positions (relative RoPE numbers the window 0..8); the
+# growing baseline at chunk 1000 reaches latent frame 3002.
+CPU_MODEL = WanConfig(
+    dim=128, ffn_dim=256, num_heads=1, num_layers=2, text_dim=64, freq_dim=64, text_len=16, rope_max_len=4096
+)
 CPU_LATENT = (12, 16)  # 6 x 8 = 48 tokens per latent frame
 
 FULL_MODEL = WanConfig(
@@ -44,6 +61,10 @@ FULL_LATENT = (60, 104)  # 480 x 832 pixels / 8
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def load_average() -> str:
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def time_chunks(session: StreamingSession, num_chunks: int, clock=time.perf_counter) -> list[float]:
@@ -65,7 +86,152 @@ def _session(model, streaming, latent, text, providers=(), first_frame=None, see
     return session
 
 
-def run_cpu(num_chunks: int, warmup: int, growing_until: int) -> None:
+class PreallocatedGrowingKVCache(KVCache):
+    """Every frame, in buffers of `capacity_frames` allocated once: a growing cache as it is written in practice.
+
+    As in ComfyUI's causal Wan AR model, each layer gets one key and one value buffer sized for the
+    whole video before the first chunk; a chunk's frames are copied in at their frame index and
+    attention reads the filled prefix (a view). Used with the "absolute" RoPE policy, the keys are
+    rotated once, with their absolute positions, before they are written.
+    """
+
+    sink_frames = 0
+
+    def __init__(self, num_layers: int, batch_size: int, tokens_per_frame: int, num_heads: int, head_dim: int,
+                 capacity_frames: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        self.tokens_per_frame = tokens_per_frame
+        self.window_frames = capacity_frames
+        shape = (batch_size, capacity_frames, tokens_per_frame, num_heads, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self._write_counts = [0] * num_layers
+
+    def slot_of(self, frame: int) -> int:
+        return frame
+
+    def held_frames(self, end_frame: int) -> list[int]:
+        return list(range(end_frame))
+
+    def plan(self, start_frame: int, num_frames: int) -> ChunkSlots:
+        end = start_frame + num_frames
+        if start_frame < 0 or num_frames < 1 or end > self.window_frames:
+            raise ValueError(f"frames [{start_frame}, {end}) do not fit the {self.window_frames} preallocated frames")
+        return ChunkSlots(start_frame, num_frames, tuple(range(start_frame, end)), end, tuple(range(end)))
+
+    def write(self, layer: int, slots: Sequence[int], key: torch.Tensor, value: torch.Tensor) -> None:
+        first, count = slots[0], len(slots)
+        if tuple(slots) != tuple(range(first, first + count)):
+            raise ValueError(f"a growing cache is written frame after frame, got slots {list(slots)}")
+        for buffer, tokens in ((self.keys[layer], key), (self.values[layer], value)):
+            buffer[:, first : first + count].copy_(tokens.unflatten(1, (count, self.tokens_per_frame)))
+        if hasattr(self, "count_write"):  # caches that count their writes, for whatever derives from the keys
+            self.count_write(layer)
+        else:
+            self._write_counts[layer] += 1
+
+    def restart(self) -> None:
+        # Like resetting ComfyUI's end pointer: the buffers stay, every frame is written before it is read.
+        pass
+
+
+@dataclasses.dataclass
+class CacheMode:
+    """One column of the side-by-side comparison: a RoPE policy and a cache for it."""
+
+    name: str
+    engine: CausalWanModel
+    cache: KVCache
+
+
+def fill_cache(cache: KVCache, seed: int = 0) -> None:
+    """Gives every slot values like real keys/values (the timing does not depend on them)."""
+    generator = torch.Generator(device=cache.keys[0].device).manual_seed(seed)
+    for tensor in cache.tensors():
+        tensor.normal_(generator=generator)
+
+
+def chunk_passes(mode: CacheMode, blocks: BlockSchedule, chunk: int, context, steps: Sequence[torch.Tensor],
+                 commit_step: torch.Tensor, channels: int, latent: tuple[int, int]) -> None:
+    """The model passes the session makes for chunk `chunk`: one per denoising step, then the commit."""
+    start, size = blocks.start(chunk), blocks.size(chunk)
+    device = mode.engine.device
+    latents = torch.randn(1, channels, size, *latent, device=device, dtype=mode.engine.dtype)
+    for timestep in (*steps, commit_step):
+        mode.engine.forward_chunk(latents, timestep, context, mode.cache, start)
+
+
+def compare_with_growing(model, streaming: StreamingConfig, latent, text, positions: Sequence[int], rounds: int,
+                         clock=time.process_time) -> dict[str, dict[int, list[float]]]:
+    """ms/chunk of each mode at each chunk position, interleaved round by round; prints the table."""
+    blocks = BlockSchedule(streaming.block_frames)
+    capacity = blocks.start(max(positions)) + blocks.size(max(positions))
+    relative = CausalWanModel(model, "relative")
+    absolute = CausalWanModel(model, "absolute")
+    window = dict(sink_frames=streaming.sink_frames, window_frames=streaming.window_frames)
+    geometry = absolute.cache_geometry(1, *latent)
+    modes = [
+        CacheMode("rolling", relative, relative.new_cache(1, *latent, policy="rolling", **window)),
+        CacheMode("rolling-abs", absolute, absolute.new_cache(1, *latent, policy="rolling", **window)),
+        CacheMode("growing", absolute, PreallocatedGrowingKVCache(capacity_frames=capacity, **geometry.as_kwargs())),
+    ]
+    for seed, mode in enumerate(modes):
+        fill_cache(mode.cache, seed)
+    context = model.encode_context(text)
+    steps = [torch.tensor(float(step)) for step in streaming.denoising_steps]
+    commit = torch.tensor(float(streaming.commit_step))
+    channels = model.config.in_channels
+
+    def run(mode, position):
+        chunk_passes(mode, blocks, position, context, steps, commit, channels, latent)
+
+    for mode in modes:  # warm-up: one untimed chunk of each kind
+        for position in positions:
+            run(mode, position)
+    times = {mode.name: {position: [] for position in positions} for mode in modes}
+    for round_index in range(rounds):
+        order = [(mode, position) for position in positions for mode in modes]
+        if round_index % 2:
+            order.reverse()
+        for mode, position in order:
+            started = clock()
+            run(mode, position)
+            times[mode.name][position].append(clock() - started)
+    return times
+
+
+def print_comparison(times, streaming: StreamingConfig, positions, rounds: int, latent, config: WanConfig) -> None:
+    blocks = BlockSchedule(streaming.block_frames)
+    frame_bytes = 2 * config.num_layers * config.tokens_per_frame(*latent) * config.dim * 4
+    print(f"rolling vs growing cache, ms/chunk: process CPU time, median of {rounds} interleaved rounds "
+          f"[min-max]; {len(streaming.denoising_steps)} steps + commit = {len(streaming.denoising_steps) + 1} "
+          "model passes per chunk")
+    print("  rolling:     sink + rolling window with relative RoPE, as shipped (what the engine does with the raw keys)")
+    print("  rolling-abs: the same cache with absolute RoPE: keys rotated once, when written")
+    print("  growing:     every frame in buffers preallocated for the whole video (as ComfyUI's causal Wan AR "
+          "model), absolute RoPE: keys rotated once, when written")
+
+    def cell(values):
+        return f"{statistics.median(values) * 1e3:8.2f} [{min(values) * 1e3:.1f}-{max(values) * 1e3:.1f}]"
+
+    print("  frames seen: by the rolling / the growing cache (latent frames, the chunk's own included)")
+    print(f"  {'chunk':>6} {'frames seen':>11} {'rolling':>22} {'rolling-abs':>22} {'growing':>22} "
+          f"{'growing/rolling':>15} {'growing/rolling-abs':>19}")
+    for position in positions:
+        end = blocks.start(position) + blocks.size(position)
+        seen = min(end, streaming.window_frames)
+        rolling = statistics.median(times["rolling"][position])
+        rolling_abs = statistics.median(times["rolling-abs"][position])
+        growing = statistics.median(times["growing"][position])
+        print(f"  {position:>6} {f'{seen} / {end}':>11} {cell(times['rolling'][position]):>22} "
+              f"{cell(times['rolling-abs'][position]):>22} {cell(times['growing'][position]):>22} "
+              f"{growing / rolling:>14.1f}x {growing / rolling_abs:>18.1f}x")
+    last = max(positions)
+    end = blocks.start(last) + blocks.size(last)
+    print(f"  cache at chunk {last}: rolling {streaming.window_frames * frame_bytes / 2**20:.2f} MiB, "
+          f"growing {end * frame_bytes / 2**20:.2f} MiB filled")
+
+
+def run_cpu(num_chunks: int, warmup: int, positions: Sequence[int], rounds: int) -> None:
     model = random_wan_dit(CPU_MODEL, seed=0)
     text = torch.randn(1, CPU_MODEL.text_len, CPU_MODEL.text_dim)
     streaming = StreamingConfig.motionstream_paper()
@@ -74,25 +240,25 @@ def run_cpu(num_chunks: int, warmup: int, growing_until: int) -> None:
           f"blocks of {streaming.block_frames[-1]}, sink {streaming.sink_frames}, window {streaming.window_frames}, "
           f"{len(streaming.denoising_steps)} steps + commit, RoPE {streaming.rope_policy}; "
           f"{torch.get_num_threads()} thread(s)")
+    print(f"load average (1/5/15 min) at start: {load_average()} on {os.cpu_count()} CPU(s)")
 
     # Process CPU time: on a shared machine, wall time also measures the other processes' load.
     clock = time.process_time
     print("times are process CPU time (time.process_time)")
-    rolling = _session(model, streaming, CPU_LATENT, text)
-    times = time_chunks(rolling, warmup + num_chunks, clock)[warmup:]
-    first, last = statistics.median(times[:50]), statistics.median(times[-50:])
-    print(f"rolling cache: {num_chunks} chunks after {warmup} warm-up, cache {rolling.cache.nbytes() / 2**20:.2f} MiB")
-    print(f"  median of first 50: {first * 1e3:.2f} ms/chunk, of last 50: {last * 1e3:.2f} ms/chunk")
-    print(f"  last/first ratio: {last / first:.3f} (goal <= 1.05)")
+    if num_chunks:
+        rolling = _session(model, streaming, CPU_LATENT, text)
+        times = time_chunks(rolling, warmup + num_chunks, clock)[warmup:]
+        first, last = statistics.median(times[:50]), statistics.median(times[-50:])
+        print(f"rolling cache through the session: {num_chunks} chunks after {warmup} warm-up, "
+              f"cache {rolling.cache.nbytes() / 2**20:.2f} MiB")
+        print(f"  median of first 50: {first * 1e3:.2f} ms/chunk, of last 50: {last * 1e3:.2f} ms/chunk")
+        print(f"  last/first ratio: {last / first:.3f} (goal <= 1.05)")
+        print(f"  load average after: {load_average()}")
 
-    growing_config = dataclasses.replace(streaming, cache_policy="growing")
-    growing = _session(model, growing_config, CPU_LATENT, text)
-    growing_times = time_chunks(growing, growing_until + 3, clock)
-    around = slice(growing_until - 2, growing_until + 3)  # median of chunks 98..102 against noise
-    grown, bounded = statistics.median(growing_times[around]), statistics.median(times[around.start - warmup : around.stop - warmup])
-    print(f"growing cache at chunk {growing_until}: {grown * 1e3:.2f} ms/chunk vs rolling {bounded * 1e3:.2f} ms/chunk, "
-          f"cache {growing.cache.nbytes() / 2**20:.2f} MiB")
-    print(f"  growing/rolling ratio at chunk {growing_until}: {grown / bounded:.1f}x (goal >= 5x)")
+    if positions:
+        times = compare_with_growing(model, streaming, CPU_LATENT, text, positions, rounds, clock)
+        print_comparison(times, streaming, positions, rounds, CPU_LATENT, CPU_MODEL)
+        print(f"  load average after: {load_average()}")
 
 
 class RandomTracks:
@@ -144,12 +310,26 @@ def run_full(num_chunks: int, config: WanConfig = FULL_MODEL, latent=FULL_LATENT
         print(f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
 
 
+def _positions(text: str) -> list[int]:
+    try:
+        positions = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected chunk indices separated by commas, got {text!r}") from None
+    if any(position < 0 for position in positions):
+        raise argparse.ArgumentTypeError(f"chunk indices must be non-negative, got {text!r}")
+    return positions
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="full-size model on CUDA")
-    parser.add_argument("--chunks", type=int, default=None, help="measured chunks (CPU default 310, full default 40)")
+    parser.add_argument("--chunks", type=int, default=None,
+                        help="measured chunks (CPU default 310, at least 100; 0 skips the session run; full default 40)")
     parser.add_argument("--warmup", type=int, default=10, help="CPU: chunks discarded before measuring")
-    parser.add_argument("--growing-until", type=int, default=100, help="CPU: chunk at which the growing cache is compared")
+    parser.add_argument("--positions", type=_positions, default=[10, 100, 1000],
+                        help="CPU: chunk indices at which rolling and growing caches are compared (default 10,100,1000; "
+                             "empty skips the comparison)")
+    parser.add_argument("--rounds", type=int, default=7, help="CPU: interleaved rounds of the comparison")
     parser.add_argument("--threads", type=int, default=1, help="CPU: torch threads (1 gives the steadiest timings)")
     args = parser.parse_args(argv)
     print("command:", shlex.join([sys.executable, *sys.argv]))
@@ -161,10 +341,12 @@ def main(argv=None) -> int:
         run_full(args.chunks or 40)
         return 0
     torch.set_num_threads(args.threads)
-    num_chunks = args.chunks or 310
-    if num_chunks < 300 or num_chunks < args.growing_until + 3:
-        parser.error("--chunks must be at least 300 (and cover --growing-until)")
-    run_cpu(num_chunks, args.warmup, args.growing_until)
+    num_chunks = 310 if args.chunks is None else args.chunks
+    if num_chunks and num_chunks < 100:
+        parser.error("--chunks must be 0 or at least 100 (the first and last 50 are compared)")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    run_cpu(num_chunks, args.warmup, args.positions, args.rounds)
     return 0
 
 
