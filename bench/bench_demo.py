@@ -12,8 +12,11 @@
 4. With --drags: the same held-out clips conditioned the ways a user can ask for the motion, EPE
    side by side. Every case streams the same first frame with the same noise seed and is scored the
    same way: the sprites located in the generated video against their true paths (the clip's own
-   five tracks per sprite, `score_track_following(frames, clip)`), whatever conditioned it.
+   five tracks per sprite, `score_track_following(frames, clip)`), whatever conditioned it; "static
+   px" is that EPE over the static sprites' tracks alone (clips with a static sprite).
    - "five": the clip's five tracks per sprite (what the model was trained with);
+   - "two": two drags per sprite, its centre track and one ring point's (occlusion flags included),
+     through the widget JSON as "point";
    - "point": one drag per sprite, its centre track (occlusion flags included; a static sprite's is
      a static track), written as the editor's widget JSON and read back as the Track Editor node
      reads it;
@@ -23,12 +26,34 @@
      side); a static sprite gets an anchor of that radius. The document is read by the node's parser,
      which expands it into the DragController grid (the editor's default size, 8x8 at 128x128, unless
      --region-grid); grid tracks are visible while inside the frame (region drags carry no occlusion);
-   - "none": no tracks (the null-motion input).
+   - "anchors": static sprites get only an anchor as the editor writes one (a static track with one
+     keyframe, at the centre: visible on every frame, no occlusion flags); moving sprites get one point
+     drag as in "point". It differs from "point" only on clips with a static sprite;
+   - "partial": one drag per sprite (its centre track) given over part of the clip only: from a third
+     of the way in to the end, or from the start to two thirds, per sprite from the clip's seed
+     (`partial_track_spans`); written as widget JSON (invisible keyframes outside the span) and read
+     back. EPE and "lost" count only the frames where a sprite's track is given; the frames outside get
+     the persistence score (below);
+   - "none": no tracks (the null-motion input), also given the persistence score;
+   - "occlusion": clips of their own, `occlusion_clip` of the same per-clip seeds: a small sprite passes
+     behind a large static one (hidden entirely on the middle frame) and comes out again. One point drag
+     per sprite as in "point": the mover's track is invisible while its centre is covered. Scored as the
+     others, and on reappearance (`score_reappearance`, over the frames after the mover's track is
+     visible again): "back px" the distance of its located centre to its true centre, "back lost" the
+     share of those frames it is not found on, "RGB" its colour error (mean RGB distance of its interior
+     pixels to its true colours) after reappearing, beside the same before it was hidden.
+   Persistence (`score_persistence`), for the sprites without a given track: each unguided span of a
+   sprite is judged on its last frame; "kept" is the share of spans whose sprite is found there
+   (confidence >= 0.5), "moved px" the mean distance of a kept sprite from where it last was by request
+   (its true centre on the frame before the span, or on the first frame); spans whose sprite would show
+   less than 20% there are not counted. Objects kept and left in place score 1 and 0 px. The JSON report
+   adds the mean location confidence on those frames (finer than "kept" when most sprites are lost).
 
     python bench/bench_demo.py
     python bench/bench_demo.py --model runs/demo/ode_init.safetensors --clips 8 --rollout-chunks 200
     python bench/bench_demo.py --clip-set validation --skip drift speed --streaming '{"motion_scale": 1.5}'
     python bench/bench_demo.py --threads 1 --skip epe drift speed --drags five point region
+    python bench/bench_demo.py --threads 1 --skip epe drift speed --drags five two point anchors partial region none occlusion
 """
 
 import argparse
@@ -47,7 +72,8 @@ from motionstream_core.demo import load_demo_image, load_demo_model, load_demo_t
 from motionstream_core.motion.drag_control import default_grid_size  # noqa: E402
 from motionstream_core.motion.formats import tracks_from_widget_json, tracks_to_widget_dict  # noqa: E402
 from motionstream_core.synthetic import (  # noqa: E402
-    SyntheticMotionConfig, clip_seed, colour_drift, content_drift, generate_clip, score_track_following,
+    SyntheticMotionConfig, clip_seed, colour_drift, content_drift, generate_clip, occlusion_clip, partial_track_spans,
+    score_persistence, score_reappearance, score_track_following,
 )
 
 # Dataset seeds of the track-following clips. Training clips come from seed 0 (and the codec's from
@@ -55,7 +81,9 @@ from motionstream_core.synthetic import (  # noqa: E402
 # "held-out" figures stay unbiased.
 CLIP_SETS = {"held-out": 424_242, "validation": 373_737}
 ROLLOUT_DATASET_SEED = 515_151
-DRAG_CASES = ("five", "point", "region", "none")
+DRAG_CASES = ("five", "two", "point", "anchors", "partial", "region", "none", "occlusion")
+# Cases whose sprites go without a track on some frames: they also get the persistence score.
+PERSISTENCE_CASES = ("partial", "none")
 # Pixels added to a sprite's bounding radius for its region drag: half a grid cell of the editor's 8x8
 # grid at 128x128, so the grab reaches the grid points just outside the sprite.
 REGION_MARGIN_PIXELS = 8.0
@@ -80,13 +108,64 @@ def track_following(demo, clips: int, frames: int, seed: int, dataset_seed: int 
     return nanmean(with_tracks), nanmean(without_tracks), nanmean(lost), with_tracks, without_tracks
 
 
-def point_drag_tracks(clip):
-    """One drag per sprite: its centre track, through the editor's widget JSON and the node's parser."""
+def centre_track_indices(clip) -> torch.Tensor:
+    """Index of each sprite's centre track among the clip's tracks, in sprite order."""
     metadata = clip.metadata
     centres = (metadata.track_offsets == 0).all(dim=1).nonzero().squeeze(1)
-    if sorted(metadata.track_sprite[centres].tolist()) != list(range(metadata.num_sprites)):
+    if metadata.track_sprite[centres].tolist() != list(range(metadata.num_sprites)):
         raise ValueError("expected one centre track per sprite")
-    return tracks_from_widget_json(json.dumps(tracks_to_widget_dict(clip.tracks.select(centres))))
+    return centres
+
+
+def through_widget_json(tracks):
+    """``tracks`` written as the editor's widget JSON and read back as the Track Editor node reads it."""
+    return tracks_from_widget_json(json.dumps(tracks_to_widget_dict(tracks)))
+
+
+def point_drag_tracks(clip):
+    """One drag per sprite: its centre track, through the editor's widget JSON and the node's parser."""
+    return through_widget_json(clip.tracks.select(centre_track_indices(clip)))
+
+
+def two_drag_tracks(clip):
+    """Two drags per sprite: its centre track and its first ring point's, through the widget JSON."""
+    metadata = clip.metadata
+    chosen = []
+    for sprite in range(metadata.num_sprites):
+        own = (metadata.track_sprite == sprite).nonzero().squeeze(1)
+        if len(own) < 2 or not bool((metadata.track_offsets[own[0]] == 0).all()):
+            raise ValueError("expected a centre track and a ring point per sprite")
+        chosen += own[:2].tolist()
+    return through_widget_json(clip.tracks.select(chosen))
+
+
+def anchor_drag_document(clip) -> dict:
+    """The widget document of "anchors": each static sprite an anchor at its centre (one keyframe at t=0, held
+    and visible to the end, as the editor writes an anchor), each moving sprite its centre track."""
+    document = tracks_to_widget_dict(clip.tracks.select(centre_track_indices(clip)))
+    for track in document["tracks"]:
+        if track["static"]:
+            first = track["keyframes"][0]
+            track["keyframes"] = [{"t": 0.0, "x": first["x"], "y": first["y"]}]
+    return document
+
+
+def anchor_drag_tracks(clip):
+    return tracks_from_widget_json(json.dumps(anchor_drag_document(clip)))
+
+
+def partial_tracks(clip):
+    """The clip's own tracks, visible only on the frames where their sprite's track is given in "partial"
+    (what that case is scored against), and the bool ``[T, S]`` of those frames."""
+    given = partial_track_spans(clip).given
+    tracks = clip.tracks
+    return dataclasses.replace(tracks, visibility=tracks.visibility & given[:, clip.metadata.track_sprite]), given
+
+
+def partial_drag_tracks(clip):
+    """One drag per sprite, its centre track given over its span only, through the widget JSON."""
+    tracks, _ = partial_tracks(clip)
+    return through_widget_json(tracks.select(centre_track_indices(clip)))
 
 
 def region_drag_document(clip, margin_pixels: float = REGION_MARGIN_PIXELS, grid: int | None = None) -> dict:
@@ -119,10 +198,17 @@ def region_drag_tracks(clip, margin_pixels: float = REGION_MARGIN_PIXELS, grid: 
 
 
 def drag_tracks(case: str, clip, margin_pixels: float = REGION_MARGIN_PIXELS, grid: int | None = None):
+    """The conditioning tracks of ``case`` for ``clip`` (for "occlusion", pass the occlusion clip)."""
     if case == "five":
         return clip.tracks
-    if case == "point":
+    if case in ("point", "occlusion"):
         return point_drag_tracks(clip)
+    if case == "two":
+        return two_drag_tracks(clip)
+    if case == "anchors":
+        return anchor_drag_tracks(clip)
+    if case == "partial":
+        return partial_drag_tracks(clip)
     if case == "region":
         return region_drag_tracks(clip, margin_pixels, grid)
     if case == "none":
@@ -132,27 +218,43 @@ def drag_tracks(case: str, clip, margin_pixels: float = REGION_MARGIN_PIXELS, gr
 
 def drag_kinds(demo, cases, clips: int, frames: int, seed: int, dataset_seed: int = CLIP_SETS["held-out"],
                margin_pixels: float = REGION_MARGIN_PIXELS, grid: int | None = None) -> dict:
-    """Per case: EPE per clip, lost fraction per clip and conditioning tracks per clip, on the same clips
-    and noise; every video is scored against the clip's own tracks (the sprites' true paths)."""
+    """Per case and clip: EPE, lost fraction, static sprites' EPE and conditioning tracks, on the same clips and
+    noise; every video is scored against the clip's own tracks (the sprites' true paths; for "partial", on the
+    frames where a track is given). "partial" and "none" also get the persistence score per clip, "occlusion"
+    (streamed from its own clips, of the same per-clip seeds) the reappearance score."""
     config = SyntheticMotionConfig(width=demo.size, height=demo.size, num_frames=frames, fps=demo.fps)
-    results = {case: {"epe": [], "lost": [], "tracks": []} for case in cases}
+    results = {case: {"epe": [], "lost": [], "tracks": [], "static_epe": [], "persistence": [], "reappearance": []}
+               for case in cases}
     for index in range(clips):
         clip = generate_clip(config, clip_seed(dataset_seed, index))
+        occlusion = occlusion_clip(config, clip_seed(dataset_seed, index)) if "occlusion" in cases else None
         for case in cases:
-            tracks = drag_tracks(case, clip, margin_pixels, grid)
+            scored = occlusion.clip if case == "occlusion" else clip
+            tracks = drag_tracks(case, scored, margin_pixels, grid)
             if tracks is not None and tracks.num_frames != frames:
                 raise ValueError(f"{case} drags have {tracks.num_frames} frames for a {frames}-frame clip")
-            video = demo.stream(clip.frames[0], tracks, frames, seed=seed + index)
-            score = score_track_following(video.frames, clip)
+            video = demo.stream(scored.frames[0], tracks, frames, seed=seed + index)
+            requested, unguided = scored.tracks, None
+            if case == "partial":
+                requested, given = partial_tracks(clip)
+                unguided = ~given
+            score = score_track_following(video.frames, scored, None if case != "partial" else requested)
             results[case]["epe"].append(score.epe)
             results[case]["lost"].append(score.lost_fraction)
             results[case]["tracks"].append(0 if tracks is None else tracks.num_tracks)
+            results[case]["static_epe"].append(nanmean(score.per_track_epe[requested.static].tolist()))
+            if case in PERSISTENCE_CASES:
+                results[case]["persistence"].append(
+                    score_persistence(video.frames, scored, unguided, locations=score.locations))
+            if case == "occlusion":
+                results[case]["reappearance"].append(
+                    score_reappearance(video.frames, occlusion, locations=score.locations))
     return results
 
 
 def drag_summary(per_clip: dict) -> dict:
     epes = [v for v in per_clip["epe"] if not math.isnan(v)]
-    return {
+    summary = {
         "epe_px": round(nanmean(per_clip["epe"]), 3),
         "median_epe_px": round(statistics.median(epes), 3) if epes else math.nan,
         "lost_fraction": round(nanmean(per_clip["lost"]), 3),
@@ -160,6 +262,66 @@ def drag_summary(per_clip: dict) -> dict:
         "tracks_per_clip": round(statistics.fmean(per_clip["tracks"]), 2),
         "per_clip_epe": [round(v, 2) for v in per_clip["epe"]],
     }
+    static = per_clip.get("static_epe", [])
+    if static:
+        summary["static_epe_px"] = round(nanmean(static), 3)
+        summary["clips_with_static"] = sum(not math.isnan(v) for v in static)
+    if per_clip.get("persistence"):
+        summary["persistence"] = persistence_summary(per_clip["persistence"])
+    if per_clip.get("reappearance"):
+        summary["reappearance"] = reappearance_summary(per_clip["reappearance"])
+    return summary
+
+
+def persistence_summary(scores) -> dict:
+    """Persistence pooled over the clips' counted spans: kept spans / spans, mean displacement of the kept ones,
+    mean location confidence on the judged frames."""
+    spans = sum(len(score.spans) for score in scores)
+    kept = sum(int(score.kept.sum()) for score in scores)
+    moved = sum(float(score.displacements[score.kept].sum()) for score in scores)
+    confidence = sum(float(score.confidence.sum()) for score in scores)
+    return {
+        "kept_fraction": round(kept / spans, 3) if spans else math.nan,
+        "displacement_px": round(moved / kept, 3) if kept else math.nan,
+        "mean_confidence": round(confidence / spans, 3) if spans else math.nan,
+        "spans": spans,
+        "per_clip_kept_fraction": [round(score.kept_fraction, 3) for score in scores],
+        "per_clip_displacement_px": [round(score.displacement, 2) for score in scores],
+    }
+
+
+def reappearance_summary(scores) -> dict:
+    """Reappearance, mean (and median of the position error) over the clips."""
+    positions = [score.position_error for score in scores]
+    return {
+        "position_error_px": round(nanmean(positions), 3),
+        "median_position_error_px": round(statistics.median(positions), 3),
+        "lost_fraction": round(nanmean([score.lost_fraction for score in scores]), 3),
+        "colour_error": round(nanmean([score.colour_error for score in scores]), 4),
+        "colour_error_before": round(nanmean([score.colour_error_before for score in scores]), 4),
+        "per_clip_position_error": [round(v, 2) for v in positions],
+    }
+
+
+def drag_table(cases, summaries: dict, clips: int) -> list[str]:
+    """The side-by-side rows of the drag cases; "-" where a column does not apply."""
+    def cell(value, width: int, digits: int = 3) -> str:
+        return f"{'-':>{width}}" if value is None or math.isnan(value) else f"{value:>{width}.{digits}f}"
+
+    rows = [f"  {'case':<9} {'tracks':>7} {'EPE px':>8} {'median':>8} {'lost':>6} {'<= 4 px':>8} {'static px':>9} "
+            f"{'kept':>6} {'moved px':>8} {'back px':>8} {'back lost':>9} {'RGB after':>9} {'RGB before':>10}"]
+    for case in cases:
+        summary = summaries[case]
+        persistence = summary.get("persistence", {})
+        back = summary.get("reappearance", {})
+        rows.append(
+            f"  {case:<9} {summary['tracks_per_clip']:>7.2f} {cell(summary['epe_px'], 8)} "
+            f"{cell(summary['median_epe_px'], 8)} {cell(summary['lost_fraction'], 6)} "
+            f"{summary['clips_within_4px']:>4}/{clips:<3} {cell(summary.get('static_epe_px'), 9)} "
+            f"{cell(persistence.get('kept_fraction'), 6)} {cell(persistence.get('displacement_px'), 8)} "
+            f"{cell(back.get('position_error_px'), 8)} {cell(back.get('lost_fraction'), 9)} "
+            f"{cell(back.get('colour_error'), 9, 4)} {cell(back.get('colour_error_before'), 10, 4)}")
+    return rows
 
 
 def drift(demo, chunks: int, seed: int):
@@ -194,8 +356,10 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=(), choices=("epe", "drift", "speed"))
     parser.add_argument("--drags", nargs="+", choices=DRAG_CASES,
                         help="also score the --clips clips conditioned each of these ways, side by side: the clip's five "
-                             "tracks per sprite, one point drag per sprite, one region drag per sprite (the editor's "
-                             "widget JSON expanded to its grid), no tracks")
+                             "tracks per sprite, two or one point drags per sprite, anchors on static sprites and one "
+                             "point on moving ones, one point given over part of the clip, one region drag per sprite "
+                             "(the editor's widget JSON expanded to its grid), no tracks (with a persistence score), and "
+                             "occlusion clips (one point per sprite, scored on reappearance; needs --frames 25 or more)")
     parser.add_argument("--region-margin", type=float, default=REGION_MARGIN_PIXELS,
                         help="pixels added to a sprite's bounding radius for its region drag's radius")
     parser.add_argument("--region-grid", type=int,
@@ -239,12 +403,8 @@ def main() -> None:
                            "region_margin_px": args.region_margin, "region_grid": grid, "cases": summaries}
         print(f"drag kinds ({args.clips} {args.clip_set} clips, {args.frames} frames, {demo.size}x{demo.size}; "
               f"region drags: {grid}x{grid} grid, radius = sprite + {args.region_margin:g} px):", flush=True)
-        print(f"  {'case':<8} {'tracks':>7} {'EPE px':>8} {'median':>8} {'lost':>6} {'<= 4 px':>8}")
-        for case in cases:
-            summary = summaries[case]
-            print(f"  {case:<8} {summary['tracks_per_clip']:>7.2f} {summary['epe_px']:>8.3f} "
-                  f"{summary['median_epe_px']:>8.3f} {summary['lost_fraction']:>6.3f} "
-                  f"{summary['clips_within_4px']:>4}/{args.clips}", flush=True)
+        for row in drag_table(cases, summaries, args.clips):
+            print(row, flush=True)
 
     if "drift" not in args.skip:
         frames, results = drift(demo, args.rollout_chunks, args.seed)

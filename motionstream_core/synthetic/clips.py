@@ -117,10 +117,32 @@ def generate_clip(config: SyntheticMotionConfig, seed: int) -> SyntheticClip:
         # A sprite that finds no free path in a crowded frame is left out.
 
     centre_paths = np.stack(paths, axis=1)  # [T, S, 2]
-    offsets = _track_point_offsets(config.points_per_sprite, rng)
+    offsets = track_point_offsets(config.points_per_sprite, rng)
+    return clip_from_paths(config, seed, background_kind, background, sprites, centre_paths, kinds, offsets)
+
+
+def clip_from_paths(
+    config: SyntheticMotionConfig,
+    seed: int,
+    background_kind: str,
+    background: torch.Tensor,
+    sprites: Sequence[SpriteAppearance],
+    centre_paths: np.ndarray,
+    kinds: Sequence[str],
+    offsets: np.ndarray,
+) -> SyntheticClip:
+    """The clip of ``sprites`` (painting order) moving along ``centre_paths`` ``[T, S, 2]`` over ``background``.
+
+    ``offsets`` ``[P, 2]`` are the track points of every sprite in units of its
+    size (its centre first); tracks, visibility, static flags and metadata
+    follow the rules of the module docstring. :func:`generate_clip` draws its
+    clips this way; other clip builders (e.g. :mod:`.occlusion_clips`) share it.
+    """
+    sprites = list(sprites)
+    kinds = list(kinds)
     rendered = render_frames(background, sprites, torch.from_numpy(centre_paths))
 
-    per_sprite = config.points_per_sprite
+    per_sprite = len(offsets)
     track_sprite = np.repeat(np.arange(len(sprites)), per_sprite)
     track_offsets = np.concatenate([offsets * sprite.size for sprite in sprites], axis=0)
     points = centre_paths[:, track_sprite] + track_offsets[None]
@@ -160,7 +182,7 @@ def _keeps_clear(
     return True
 
 
-def _track_point_offsets(points_per_sprite: int, rng: np.random.Generator) -> np.ndarray:
+def track_point_offsets(points_per_sprite: int, rng: np.random.Generator) -> np.ndarray:
     """``[P, 2]`` offsets in units of the sprite size: the centre, then a ring."""
     ring = points_per_sprite - 1
     angles = rng.uniform(0, 2 * math.pi) + 2 * math.pi * np.arange(ring) / max(ring, 1)
