@@ -40,8 +40,9 @@ export function createFramePlayer(container, { onStop } = {}) {
   stopButton.title = "End the stream after the chunk in progress and keep its video file (Cancel interrupts it)";
   Object.assign(canvas.style, { width: "100%", flex: "1 1 auto", minHeight: "0", objectFit: "contain", background: "#111" });
   Object.assign(bar.style, { display: "flex", alignItems: "center", gap: "6px", minHeight: "22px" });
+  // Wraps rather than hides the end of the line (the drag-to-screen latency, the file) at narrow node widths.
   Object.assign(status.style, {
-    font: "12px monospace", opacity: "0.85", whiteSpace: "nowrap", overflow: "hidden", flex: "1 1 auto",
+    font: "12px monospace", opacity: "0.85", whiteSpace: "normal", overflowWrap: "anywhere", flex: "1 1 auto",
   });
   Object.assign(stopButton.style, { flex: "0 0 auto", font: "12px sans-serif", padding: "1px 10px", cursor: "pointer" });
   Object.assign(container.style, { display: "flex", flexDirection: "column", gap: "2px", height: "100%" });

@@ -50,12 +50,19 @@ function hideWidget(widget) {
   widget.computeSize = () => [0, -4]; // older LiteGraph layouts
 }
 
+// The pack's demo image, served by the pack, for a MotionStream Demo Image node that has not run yet.
+const DEMO_IMAGE_NODE = "MotionStreamDemoImage";
+const DEMO_IMAGE_ROUTE = "/motionstream/demo_image.png";
+
 // Preview image of the node connected to the `image` input (LoadImage and friends set `imgs`).
 function connectedImageUrl(node) {
   const slot = node.inputs?.findIndex((input) => input.name === IMAGE_INPUT) ?? -1;
   if (slot < 0 || node.inputs[slot].link === null || node.inputs[slot].link === undefined) return null;
   const source = node.getInputNode?.(slot);
-  return source?.imgs?.[0]?.src || null;
+  const shown = source?.imgs?.[0]?.src;
+  if (shown) return shown;
+  const isDemoImage = source?.comfyClass === DEMO_IMAGE_NODE || source?.type === DEMO_IMAGE_NODE;
+  return isDemoImage ? api.apiURL(DEMO_IMAGE_ROUTE) : null;
 }
 
 function viewUrl(image) {

@@ -333,6 +333,35 @@ def add_json_route(method: str, path: str, handler, max_bytes: int) -> bool:
     return True
 
 
+def add_get_route(path: str, make_body, content_type: str) -> bool:
+    """Registers GET `path` answering `make_body()` (bytes, computed once) on ComfyUI's server, if there is one."""
+    server = _server()
+    if server is None:
+        return False
+    from aiohttp import web
+
+    body: list[bytes] = []
+
+    async def route(request):
+        if not body:
+            body.append(await asyncio.to_thread(make_body))
+        return web.Response(body=body[0], content_type=content_type, headers={"Cache-Control": "max-age=3600"})
+
+    server.routes.get(path)(route)
+    return True
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """An IMAGE [H, W, 3] in 0..1 as PNG bytes (Pillow, which ComfyUI ships)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 MESSAGE_FRAMES = "motionstream.frames"
 
 # Extra fields of a running stream's frames messages (the live-control token), by (prompt id, node id):

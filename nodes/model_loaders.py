@@ -164,6 +164,10 @@ class MotionStreamDemoImage:
         return {"ui": {"images": host.preview_images(image)}, "result": (image,)}
 
 
+# The track editor shows the demo image from here before the node has run (or after a page reload).
+DEMO_IMAGE_ROUTE = "/motionstream/demo_image.png"
+host.add_get_route(DEMO_IMAGE_ROUTE, lambda: host.png_bytes(load_demo_image().movedim(0, -1)), "image/png")
+
 NODE_CLASS_MAPPINGS = {
     "MotionStreamModelLoader": MotionStreamModelLoader,
     "MotionStreamTinyVAELoader": MotionStreamTinyVAELoader,

@@ -249,6 +249,22 @@ def test_object_info_lists_every_pack_node(comfy, pack):
     assert TINY_VAE in info["MotionStreamTinyVAELoader"]["input"]["required"]["tiny_vae_name"][0]
 
 
+def test_the_demo_image_is_served_for_the_track_editor(comfy):
+    import io
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image
+
+    from motionstream_core.demo import load_demo_image
+
+    with urllib.request.urlopen(comfy.url + "/motionstream/demo_image.png", timeout=30) as response:
+        assert response.headers["Content-Type"] == "image/png"
+        served = np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
+    expected = (load_demo_image().movedim(0, -1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    assert np.array_equal(served, expected)
+
+
 def test_live_tracks_route_is_registered(comfy):
     status, reply = comfy.request("POST", "/motionstream/live_tracks", "nonsense")
     assert status == 400 and "error" in reply, reply
