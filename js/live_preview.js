@@ -13,6 +13,7 @@ const STOP_ROUTE = "/motionstream/stop";
 // About two minutes at 16 fps; older frames are dropped so a long stream cannot exhaust memory.
 const MAX_KEPT_FRAMES = 2000;
 const MIN_PREVIEW_HEIGHT = 200;
+const FOLDED_PREVIEW_HEIGHT = 26;
 // Live means live: with more than this many chunks waiting, the player skips to the newest chunk.
 const BEHIND_CHUNKS = 3;
 const KEPT_LATENCIES = 20;
@@ -125,6 +126,7 @@ export function createFramePlayer(container, { onStop } = {}) {
   }
 
   function reset(newPromptId) {
+    player.showFinishedVideo(false);
     frames = [];
     playhead = 0;
     state = "waiting";
@@ -234,6 +236,14 @@ export function createFramePlayer(container, { onStop } = {}) {
       if (animation !== null) cancelAnimationFrame(animation);
       animation = null;
     },
+
+    /** Once the run's video file shows in ComfyUI's own preview below, the live canvas folds away (status and Stop stay). */
+    finishedVideoShown: false,
+    showFinishedVideo(shown) {
+      player.finishedVideoShown = shown;
+      canvas.style.display = shown ? "none" : "";
+      container.style.height = shown ? "auto" : "100%";
+    },
   };
 
   stopButton.addEventListener("click", () => {
@@ -283,8 +293,19 @@ function setUpPreview(node) {
   const previewWidget = node.addDOMWidget("live_preview", "motionstream_live_preview", container, {
     serialize: false,
     hideOnZoom: false,
-    getMinHeight: () => MIN_PREVIEW_HEIGHT,
+    getMinHeight: () => (player.finishedVideoShown ? FOLDED_PREVIEW_HEIGHT : MIN_PREVIEW_HEIGHT),
   });
+  // The node's result is its video file, which ComfyUI previews under the node: no second player above it.
+  const onExecuted = node.onExecuted;
+  node.onExecuted = function (output, ...rest) {
+    const result = onExecuted?.apply(this, [output, ...rest]);
+    if (output?.images?.length && ENDED_STATES.has(player.state)) {
+      player.showFinishedVideo(true);
+      node.setSize?.([node.size[0], node.computeSize?.()[1] ?? node.size[1]]);
+      node.setDirtyCanvas?.(true, true);
+    }
+    return result;
+  };
   // The option only keeps it out of the API prompt; this keeps it out of saved workflows too.
   previewWidget.serialize = false;
   previewNodes.add(node);

@@ -610,6 +610,19 @@ describe("ComfyUI extensions against stub app/api modules", () => {
     });
     assert.equal(player.frames, 3);
     assert.equal(player.status, "chunk 1 · 3 frames · 30 fps · done");
+
+    // The run's result is its video file, which ComfyUI previews under the node: the live canvas folds away
+    // until the next stream starts.
+    const canvasShown = () => page.evaluate(() => window.__nodes.streamingNode.motionstreamPlayer.canvas.style.display !== "none");
+    await page.evaluate(() => window.__nodes.streamingNode.onExecuted({
+      images: [{ filename: "MotionStream_00001_.mp4", subfolder: "", type: "output" }], animated: [true] }));
+    assert.equal(await canvasShown(), false);
+    await page.evaluate(async () => {
+      const { api } = await import("/scripts/api.js");
+      const detail = { node: "9", prompt_id: "prompt-3", fps: 30, chunk_index: 0, done: false, frames: [] };
+      api.dispatchEvent(new CustomEvent("motionstream.frames", { detail }));
+    });
+    assert.equal(await canvasShown(), true);
     assert.deepEqual(errors, []);
     await page.close();
   });
