@@ -102,6 +102,21 @@ def test_sharded_diffusers_directory_with_config(tmp_path):
     assert loaded.config.image_dim == 40
 
 
+def test_a_fastvideo_export_with_its_unused_image_query_norm_loads(tmp_path):
+    """FastVideo writes attn2.norm_added_q (a norm its image-to-video cross-attention never applies), as in
+    Track-v0's layout; it is dropped as diffusers drops it, and every other key is used."""
+    model = random_dit(I2V_CONFIG)
+    state = wan_to_diffusers(_cloned(model))
+    for block in range(model.config.num_layers):
+        state[f"blocks.{block}.attn2.norm_added_q.weight"] = torch.randn(model.config.dim)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    loaded, _ = load_dit(tmp_path / "model.safetensors", dtype=torch.float32)
+    _same_weights(model, loaded)
+    state["blocks.0.attn2.norm_added_v.weight"] = torch.randn(model.config.dim)  # not a key any exporter writes
+    with pytest.raises((ValueError, WeightsError), match="norm_added_v"):
+        build_dit(state, dtype=torch.float32)
+
+
 def test_track_encoder_weights_are_kept_aside(tmp_path):
     model = random_dit(CONFIG)
     state = wan_to_diffusers(_cloned(model))

@@ -57,6 +57,11 @@ _TOP_RENAMES = [
     ("patch_embedding.", "patch_embedding."),
 ]
 
+# Block keys that exporters write but no Wan 2.1 model uses; reading diffusers naming drops them, as diffusers
+# does on load. FastVideo's image-to-video cross-attention defines a norm of the image query (it never applies
+# it) and its exports, Track-v0's layout among them, carry its weight.
+UNUSED_DIFFUSERS_BLOCK_KEYS = ("attn2.norm_added_q.",)
+
 # Wrapper segments that checkpoints put in front of the transformer's own names.
 _WRAPPER_PREFIX = re.compile(
     r"^(?:(?:model|diffusion_model|_orig_mod|module|_fsdp_wrapped_module|_checkpoint_wrapped_module|transformer)\.)+"
@@ -118,6 +123,8 @@ def _convert(state_dict: Mapping[str, T], to_diffusers: bool) -> dict[str, T]:
         if key.startswith(TRACK_ENCODER_PREFIX):
             converted[key] = value
             continue
+        if not to_diffusers and _is_unused_diffusers_key(key):
+            continue
         new_key = _convert_key(key, to_diffusers)
         if new_key is None:
             unknown.append(key)
@@ -127,6 +134,11 @@ def _convert(state_dict: Mapping[str, T], to_diffusers: bool) -> dict[str, T]:
         source = "Wan" if to_diffusers else "diffusers"
         raise ValueError(f"unexpected keys for the {source} naming: {_preview(unknown)}")
     return converted
+
+
+def _is_unused_diffusers_key(key: str) -> bool:
+    match = _BLOCK_KEY.match(key)
+    return match is not None and match.group(2).startswith(UNUSED_DIFFUSERS_BLOCK_KEYS)
 
 
 def diffusers_to_wan(state_dict: Mapping[str, T]) -> dict[str, T]:
