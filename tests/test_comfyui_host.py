@@ -361,15 +361,16 @@ def test_example_workflows_pass_comfyui_validation(comfy, pack):
 
 
 def test_the_embedded_example_workflow_runs_with_nothing_downloaded(comfy, pack):
-    """The first example workflow as the front end queues it (with fewer frames): no model, input or
-    download; the demo image is previewed, the sampler streams a frames message per chunk and writes the
-    one video (listed in the history as its output), SaveAnimatedWEBP the tracks drawn over it."""
+    """The first example workflow exactly as the front end queues it: no model, input or download; the demo
+    image is previewed, the sampler streams a frames message per chunk and writes the one video (listed in the
+    history as its output), SaveAnimatedWEBP the tracks drawn over it."""
+    import av
     import test_workflows as tw
 
     definitions = {**tw.load_spec()["nodes"], **tw.pack_definitions(pack)}
     prompt = tw.api_prompt(tw.load_workflow(tw.WORKFLOW_DIR / "motionstream_anywhere_embedded_demo.json"), definitions)
     ids = {node["class_type"]: node_id for node_id, node in prompt.items()}
-    prompt[ids["MotionStreamStreamingSampler"]]["inputs"]["num_frames"] = 7  # blocks of 1, 3 and 3 latent frames
+    num_frames = prompt[ids["MotionStreamStreamingSampler"]]["inputs"]["num_frames"]
     videos_before = {path for path in (comfy.base / "output").rglob("*") if path.suffix in (".mp4", ".webm")}
     prompt_id, messages = run_prompt(comfy, prompt)
     errors = messages_of(messages, "execution_error", prompt_id)
@@ -377,7 +378,9 @@ def test_the_embedded_example_workflow_runs_with_nothing_downloaded(comfy, pack)
     assert messages_of(messages, "execution_success", prompt_id), [m["type"] for m in messages]
 
     frames = messages_of(messages, "motionstream.frames", prompt_id)
-    assert [(f["chunk_index"], len(f["frames"]), f["done"]) for f in frames] == [(0, 1, False), (1, 3, False), (2, 3, True)]
+    chunks = 1 + (num_frames - 1 + 2) // 3  # a first chunk of 1 frame, then 3 (the last one cut to the end)
+    assert [(f["chunk_index"], f["done"]) for f in frames] == [(index, index == chunks - 1) for index in range(chunks)]
+    assert len(frames[0]["frames"]) == 1 and sum(len(f["frames"]) for f in frames) == num_frames
     outputs = comfy.history(prompt_id)["outputs"]
     preview = outputs[ids["MotionStreamDemoImage"]]["images"][0]
     assert preview["type"] == "temp" and preview["filename"].endswith(".png")
@@ -386,6 +389,8 @@ def test_the_embedded_example_workflow_runs_with_nothing_downloaded(comfy, pack)
     assert outputs[ids["MotionStreamStreamingSampler"]]["images"] == [{**own, "type": "output"}]
     videos = {path for path in (comfy.base / "output").rglob("*") if path.suffix in (".mp4", ".webm")} - videos_before
     assert videos == {comfy.base / "output" / "video" / own["filename"]}, f"the sampler's file is the only video: {videos}"
+    with av.open(str(comfy.base / "output" / "video" / own["filename"])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == num_frames
     assert list((comfy.base / "output" / "MotionStream").glob("demo_tracks_overlay*.webp"))
 
 
