@@ -7,6 +7,7 @@ from collections import defaultdict
 import pytest
 import torch
 
+from live_streams import add_latents_then, stream_token
 from motionstream_core.demo import load_demo_image, load_demo_tracks
 from test_workflows import api_prompt, load_spec, load_workflow, pack_definitions, WORKFLOW_DIR
 
@@ -123,21 +124,20 @@ def test_track_ids_are_renumbered_as_the_demo_was_trained_also_in_live_edits(pac
     host, live_control = pack.nodes.host, pack.nodes.live_control
     editor = pack.NODE_CLASS_MAPPINGS["MotionStreamTrackEditor"]()
     image = load_demo_image().movedim(0, -1)[None]
-    original = host.send_frames
+    outputs_class = pack.nodes.output_memory.StreamOutputs
+    original = outputs_class.add_latents
 
     def run(ids, edit_ids=None):
         (tracks,) = editor.build(json.dumps(_widget(ids, 0.8)))
 
-        def send_and_edit(node_id, frames, fps, chunk_index, done):
-            original(node_id, frames, fps, chunk_index, done)
-            if edit_ids is not None and chunk_index == 0:
-                token = next(data["live_token"] for event, data in reversed(host.sent_messages)
-                             if event == "motionstream.frames")
-                reply = live_control.apply_live_tracks(
-                    {"prompt_id": None, "node_id": "5", "token": token, "tracks": _widget(edit_ids, 0.2)})
-                assert reply[0] == 200
+        def edit():  # once chunk 0 is made
+            reply = live_control.apply_live_tracks(
+                {"prompt_id": None, "node_id": "5", "token": stream_token(host, "5"), "tracks": _widget(edit_ids, 0.2)})
+            assert reply[0] == 200
 
-        monkeypatch.setattr(host, "send_frames", send_and_edit)
+        monkeypatch.setattr(outputs_class, "add_latents", original)
+        if edit_ids is not None:
+            monkeypatch.setattr(outputs_class, "add_latents", add_latents_then(outputs_class, 0, edit))
         return _generate(pack, demo, start_image=image, tracks=tracks)[0]
 
     torch.testing.assert_close(run([0, 1]), run([7, 42]))

@@ -211,14 +211,9 @@ def test_stop_needs_the_streams_token_and_client(pack, demo, output_dir, monkeyp
 
 def test_cancel_raises_keeps_the_frames_written_and_says_cancelled(pack, demo, output_dir, monkeypatch):
     host = pack.nodes.host
-    original = host.send_frames
-
-    def send_and_cancel(node_id, frames, fps, chunk_index, done):
-        original(node_id, frames, fps, chunk_index, done)
-        if chunk_index == 2:
-            host.request_interrupt()
-
-    monkeypatch.setattr(host, "send_frames", send_and_cancel)
+    outputs_class = pack.nodes.output_memory.StreamOutputs
+    # Cancel once chunk 2 is made: it still reaches the file, no chunk after it does.
+    monkeypatch.setattr(outputs_class, "add_latents", add_latents_then(outputs_class, 2, host.request_interrupt))
     with pytest.raises(host.Interrupted):
         generate(pack, demo, until_stopped=True)
     final = messages(host, host.MESSAGE_STATUS)[-1]
@@ -416,16 +411,13 @@ def test_the_route_stamps_edits_and_the_first_chunk_made_with_one_carries_it(pac
     host, live_control = pack.nodes.host, pack.nodes.live_control
     document = tracks_to_widget_dict(load_demo_tracks())
     replies = []
-    original = host.send_frames
 
-    def send_and_edit(node_id, frames, fps, chunk_index, done):
-        original(node_id, frames, fps, chunk_index, done)
-        if chunk_index == 1:
-            token = messages(host, host.MESSAGE_STATUS)[0]["live_token"]
-            body = {"prompt_id": None, "node_id": node_id, "token": token, "tracks": document}
-            replies.append(live_control.handle_live_tracks_request(json.dumps(body).encode()))
+    def edit():  # once chunk 1 is made, before chunk 2 starts
+        body = {"prompt_id": None, "node_id": NODE, "token": stream_token(host, NODE), "tracks": document}
+        replies.append(live_control.handle_live_tracks_request(json.dumps(body).encode()))
 
-    monkeypatch.setattr(host, "send_frames", send_and_edit)
+    outputs_class = pack.nodes.output_memory.StreamOutputs
+    monkeypatch.setattr(outputs_class, "add_latents", add_latents_then(outputs_class, 1, edit))
     generate(pack, demo, num_frames=16)
     assert replies == [(200, {"ok": True, "version": 1})]
     frames_messages = messages(host, host.MESSAGE_FRAMES)
