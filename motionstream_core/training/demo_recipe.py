@@ -29,6 +29,17 @@ teacher; then that student, as exported in fp16, regressed on the clips in three
         --regression-pool-clips 2000 --regression-pool-seed 13 --regression-snapshot-every 100
     python -m motionstream_core.training.demo_recipe --export-only runs/reg3/regression_ema.safetensors --export-assets motionstream_core/demo/assets
 
+Then, so that one drag per object is followed and objects nobody dragged stay put, that model regressed with a
+few tracks per sprite (1, 1, 1, 2 or 5) and still sprites losing their tracks half the time; the run was
+stopped after 210 steps (91 minutes on a shared 2-core machine) and its step-210 EMA chosen on validation clips:
+
+    python -m motionstream_core.training.demo_recipe --out runs/reg_sprite1 --threads 2 --teacher-steps 0 --pool-clips 16 \
+        --student-init motionstream_core/demo/assets/demo_model.safetensors --dmd-steps 0 --regression-minutes 110 \
+        --regression-pool-clips 1500 --regression-pool-seed 15 --regression-snapshot-every 30 \
+        --regression-tracks-per-sprite 1 1 1 2 5 --regression-still-dropout 0.5
+    python -m motionstream_core.training.demo_recipe --export-only runs/reg_sprite1/regression_ema_step210.safetensors \
+        --export-assets motionstream_core/demo/assets
+
 The export's `--streaming` sets the inference settings stored with the weights (e.g. context noise:
 the commit pass sees the chunk re-noised); without it, the settings the last stage trained with.
 
