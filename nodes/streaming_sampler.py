@@ -183,28 +183,35 @@ class MotionStreamStreamingSampler:
         pacer = None
         edit_shown = 0  # the latest live edit whose latency went out in a frames message
 
-        def on_frames(chunk_frames, chunk_index, done):
-            """Every decoded chunk's frames [T, H, W, 3] come through here once, in order."""
+        def on_frames(chunk_frames, chunk_index, done, edit):
+            """Every decoded chunk's frames [T, H, W, 3] come through here once, in order; `edit`: (version,
+            received_at) of the live edit the chunk was made with."""
             nonlocal edit_shown
             chunk_frames = outputs.add_frames(chunk_frames)
             if not (decoder.live and chunk_frames.shape[0]):
                 return
-            if live.version_read != edit_shown and live.version_read_received_at is not None:
+            version, received_at = edit
+            if version != edit_shown and received_at is not None:
                 # the first chunk made with this edit: the route-to-preview part of the drag-to-screen latency
-                edit_shown = live.version_read
-                registration.set_frames_fields(tracks_version=edit_shown, edit_to_frames_ms=round(
-                    1000 * (time.monotonic() - live.version_read_received_at), 1))
+                edit_shown = version
+                registration.set_frames_fields(tracks_version=version, edit_to_frames_ms=round(
+                    1000 * (time.monotonic() - received_at), 1))
             host.send_frames(unique_id, chunk_frames, fps, chunk_index, done)
             if pacer is not None:
                 pacer.sent(chunk_frames.shape[0])
 
-        def decode_chunk(latents, chunk_index, last):
+        def decode_chunk(latents, chunk_index, last, edit):
             decoded = decoder.push(latents)
             if decoded.shape[0]:
-                on_frames(decoded, chunk_index, last)
+                on_frames(decoded, chunk_index, last, edit)
 
         # A live codec decodes, writes and previews chunk k on a worker while the transformer makes chunk k+1.
         background = BackgroundDecoder(decode_chunk, device) if decoder.live else None
+
+        def emit(latents, chunk_index, last):
+            # On the generating thread, before the next chunk reads the tracks: the edit this chunk was made with.
+            edit = (live.version_read, live.version_read_received_at)
+            (background.submit if background is not None else decode_chunk)(latents, chunk_index, last, edit)
         interrupt = host.interrupt_check()
 
         def pause(seconds):  # the pacer's sleep: Stop ends it at once, Cancel within 0.1 s
@@ -233,7 +240,7 @@ class MotionStreamStreamingSampler:
                     if pace_to_playback and decoder.live and registration.token is not None and host.has_server():
                         pacer = PlaybackPacer(fps, sleep=pause)
                     chunk_count, stopped = self._stream(
-                        session, background.submit if background is not None else decode_chunk,
+                        session, emit,
                         latent_frames, progress, outputs,
                         stop_requested=lambda: registration.stop_requested,
                         pace=pace)
@@ -247,7 +254,7 @@ class MotionStreamStreamingSampler:
                 host.free_memory()
             rest = decoder.flush()  # where a decoder keeps frames back (the whole-video VAE), with the transformer offloaded
             if rest.shape[0]:
-                on_frames(rest, chunk_count, True)
+                on_frames(rest, chunk_count, True, (live.version_read, live.version_read_received_at))
             state = "stopped" if stopped else "done"
         except BaseException as error:
             state = "cancelled" if host.is_interrupt(error) else "failed"
