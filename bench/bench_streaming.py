@@ -38,7 +38,7 @@ from typing import Sequence
 import torch
 
 from motionstream_core.model.config import WanConfig
-from motionstream_core.streaming import BlockSchedule, CausalWanModel, KVCache
+from motionstream_core.streaming import BlockSchedule, CausalWanModel, GrowingKVCache, KVCache
 from motionstream_core.streaming.kv_cache import ChunkSlots
 from motionstream_core.testing.random_model import random_wan_dit
 from motionstream_core.streaming.session import StreamConditions, StreamingConfig, StreamingSession
@@ -86,37 +86,29 @@ def _session(model, streaming, latent, text, providers=(), first_frame=None, see
     return session
 
 
-class PreallocatedGrowingKVCache(KVCache):
+class PreallocatedGrowingKVCache(GrowingKVCache):
     """Every frame, in buffers of `capacity_frames` allocated once: a growing cache as it is written in practice.
 
     As in ComfyUI's causal Wan AR model, each layer gets one key and one value buffer sized for the
     whole video before the first chunk; a chunk's frames are copied in at their frame index and
     attention reads the filled prefix (a view). Used with the "absolute" RoPE policy, the keys are
-    rotated once, with their absolute positions, before they are written.
+    rotated once, with their absolute positions, before they are written. Slots are frames, as in the
+    library's growing cache, which reallocates instead.
     """
-
-    sink_frames = 0
 
     def __init__(self, num_layers: int, batch_size: int, tokens_per_frame: int, num_heads: int, head_dim: int,
                  capacity_frames: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         self.tokens_per_frame = tokens_per_frame
-        self.window_frames = capacity_frames
         shape = (batch_size, capacity_frames, tokens_per_frame, num_heads, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self._write_counts = [0] * num_layers
 
-    def slot_of(self, frame: int) -> int:
-        return frame
-
-    def held_frames(self, end_frame: int) -> list[int]:
-        return list(range(end_frame))
-
     def plan(self, start_frame: int, num_frames: int) -> ChunkSlots:
         end = start_frame + num_frames
         if start_frame < 0 or num_frames < 1 or end > self.window_frames:
             raise ValueError(f"frames [{start_frame}, {end}) do not fit the {self.window_frames} preallocated frames")
-        return ChunkSlots(start_frame, num_frames, tuple(range(start_frame, end)), end, tuple(range(end)))
+        return super().plan(start_frame, num_frames)
 
     def write(self, layer: int, slots: Sequence[int], key: torch.Tensor, value: torch.Tensor) -> None:
         first, count = slots[0], len(slots)
@@ -124,10 +116,7 @@ class PreallocatedGrowingKVCache(KVCache):
             raise ValueError(f"a growing cache is written frame after frame, got slots {list(slots)}")
         for buffer, tokens in ((self.keys[layer], key), (self.values[layer], value)):
             buffer[:, first : first + count].copy_(tokens.unflatten(1, (count, self.tokens_per_frame)))
-        if hasattr(self, "count_write"):  # caches that count their writes, for whatever derives from the keys
-            self.count_write(layer)
-        else:
-            self._write_counts[layer] += 1
+        self.count_write(layer)
 
     def restart(self) -> None:
         # Like resetting ComfyUI's end pointer: the buffers stay, every frame is written before it is read.
