@@ -41,7 +41,11 @@
      others, and on reappearance (`score_reappearance`, over the frames after the mover's track is
      visible again): "back px" the distance of its located centre to its true centre, "back lost" the
      share of those frames it is not found on, "RGB" its colour error (mean RGB distance of its interior
-     pixels to its true colours) after reappearing, beside the same before it was hidden.
+     pixels to its true colours) after reappearing, beside the same before it was hidden. The hidden
+     stretch lies between the drag's keyframes, so the editor's document says "hidden here" (occluded:
+     a track head with an occlusion branch reads it; others see nothing there);
+   - "occlusion-unspecified": the same drags with the hidden stretch unspecified instead (nothing said
+     there, as without occlusion flags): with "occlusion", shows what the occlusion signal is worth.
    Persistence (`score_persistence`), for the sprites without a given track: each unguided span of a
    sprite is judged on its last frame; "kept" is the share of spans whose sprite is found there
    (confidence >= 0.5), "moved px" the mean distance of a kept sprite from where it last was by request
@@ -81,7 +85,8 @@ from motionstream_core.synthetic import (  # noqa: E402
 # "held-out" figures stay unbiased.
 CLIP_SETS = {"held-out": 424_242, "validation": 373_737}
 ROLLOUT_DATASET_SEED = 515_151
-DRAG_CASES = ("five", "two", "point", "anchors", "partial", "region", "none", "occlusion")
+DRAG_CASES = ("five", "two", "point", "anchors", "partial", "region", "none", "occlusion", "occlusion-unspecified")
+OCCLUSION_CASES = ("occlusion", "occlusion-unspecified")
 # Cases whose sprites go without a track on some frames: they also get the persistence score.
 PERSISTENCE_CASES = ("partial", "none")
 # Pixels added to a sprite's bounding radius for its region drag: half a grid cell of the editor's 8x8
@@ -158,8 +163,9 @@ def partial_tracks(clip):
     """The clip's own tracks, visible only on the frames where their sprite's track is given in "partial"
     (what that case is scored against), and the bool ``[T, S]`` of those frames."""
     given = partial_track_spans(clip).given
-    tracks = clip.tracks
-    return dataclasses.replace(tracks, visibility=tracks.visibility & given[:, clip.metadata.track_sprite]), given
+    per_track = given[:, clip.metadata.track_sprite]
+    tracks = clip.tracks  # outside its span a track is unspecified, not hidden
+    return dataclasses.replace(tracks, visibility=tracks.visibility & per_track, specified=tracks.specified & per_track), given
 
 
 def partial_drag_tracks(clip):
@@ -203,6 +209,9 @@ def drag_tracks(case: str, clip, margin_pixels: float = REGION_MARGIN_PIXELS, gr
         return clip.tracks
     if case in ("point", "occlusion"):
         return point_drag_tracks(clip)
+    if case == "occlusion-unspecified":
+        tracks = point_drag_tracks(clip)
+        return dataclasses.replace(tracks, specified=tracks.visibility)
     if case == "two":
         return two_drag_tracks(clip)
     if case == "anchors":
@@ -227,9 +236,10 @@ def drag_kinds(demo, cases, clips: int, frames: int, seed: int, dataset_seed: in
                for case in cases}
     for index in range(clips):
         clip = generate_clip(config, clip_seed(dataset_seed, index))
-        occlusion = occlusion_clip(config, clip_seed(dataset_seed, index)) if "occlusion" in cases else None
+        wants_occlusion = any(case in OCCLUSION_CASES for case in cases)
+        occlusion = occlusion_clip(config, clip_seed(dataset_seed, index)) if wants_occlusion else None
         for case in cases:
-            scored = occlusion.clip if case == "occlusion" else clip
+            scored = occlusion.clip if case in OCCLUSION_CASES else clip
             tracks = drag_tracks(case, scored, margin_pixels, grid)
             if tracks is not None and tracks.num_frames != frames:
                 raise ValueError(f"{case} drags have {tracks.num_frames} frames for a {frames}-frame clip")
@@ -246,7 +256,7 @@ def drag_kinds(demo, cases, clips: int, frames: int, seed: int, dataset_seed: in
             if case in PERSISTENCE_CASES:
                 results[case]["persistence"].append(
                     score_persistence(video.frames, scored, unguided, locations=score.locations))
-            if case == "occlusion":
+            if case in OCCLUSION_CASES:
                 results[case]["reappearance"].append(
                     score_reappearance(video.frames, occlusion, locations=score.locations))
     return results

@@ -67,12 +67,16 @@ def _random_tracks(frames=7, num_tracks=4, static=None, seed=0):
     for column, is_static in enumerate(static):
         if is_static:
             points[:, column] = points[0, column]
-    return TrackSet(points, visibility, 640, 360, 12.0, track_ids=list(range(100, 100 + num_tracks)), static=static)
+    # Every point known, as a tracker gives them: the hidden ones are occluded.
+    return TrackSet(points, visibility, 640, 360, 12.0, track_ids=list(range(100, 100 + num_tracks)), static=static,
+                    specified=torch.ones_like(visibility))
 
 
 def _assert_same(a, b, atol=1e-4):
     assert (a.width, a.height, a.fps) == (b.width, b.height, b.fps)
-    torch.testing.assert_close(a.points, b.points, atol=atol, rtol=0)
+    # Positions of unspecified points carry no meaning (the widget document does not keep them).
+    assert torch.equal(a.specified, b.specified)
+    torch.testing.assert_close(a.points[a.specified], b.points[b.specified], atol=atol, rtol=0)
     assert torch.equal(a.visibility, b.visibility)
     assert torch.equal(a.track_ids, b.track_ids)
     assert torch.equal(a.static, b.static)
@@ -484,8 +488,23 @@ def test_valid_widget_tracks_round_trip(rows, fps):
             x, y, visible = row[min(index, len(row) - 1)]
             points[index, column] = torch.tensor([x * 300, y * 200])
             visibility[index, column] = visible
-    tracks = TrackSet(points, visibility, 300, 200, fps, track_ids=[5 * c for c in range(len(rows))])
+    tracks = TrackSet(points, visibility, 300, 200, fps, track_ids=[5 * c for c in range(len(rows))],
+                      specified=torch.ones_like(visibility))
     _assert_same(tracks_from_widget_json(tracks_to_widget_json(tracks)), tracks)
+
+
+def test_widget_documents_keep_unspecified_ends_and_write_gaps_as_occluded():
+    visibility = torch.tensor([[False], [True], [False], [True], [False], [False]])
+    specified = torch.tensor([[False], [True], [False], [True], [True], [False]])  # a gap at frame 2, hidden at 4
+    points = torch.arange(12, dtype=torch.float32).reshape(6, 1, 2) * 10
+    tracks = TrackSet(points, visibility, 300, 200, 8.0, specified=specified)
+    document = tracks_to_widget_dict(tracks)
+    assert [keyframe["t"] * 8.0 for keyframe in document["tracks"][0]["keyframes"]] == [1, 2, 3, 4]
+    again = tracks_from_widget_json(json.dumps(document))
+    assert again.visibility[:, 0].tolist() == visibility[:, 0].tolist()
+    # Before the first and after the last keyframe: unspecified; a hidden stretch between them: occluded.
+    assert again.specified[:, 0].tolist() == [False, True, True, True, True, False]
+    assert again.occluded[:, 0].tolist() == [False, False, True, False, True, False]
 
 
 # ---------------------------------------------------------------------------

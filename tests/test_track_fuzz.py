@@ -296,13 +296,36 @@ def visibility_arrays(draw, frames, count):
     return (array.tolist() if kind == "list" else array), invalid
 
 
+def _core_points_invalid(points, visibility) -> bool:
+    """Core TRACKS coordinates that no reader may accept: a wrong dtype, an infinity, or NaN on a visible point
+    (NaN on a point that is not visible means absent: unspecified there)."""
+    if isinstance(points, torch.Tensor):
+        if points.dtype in (torch.bool, torch.complex64):
+            return True
+        values = points.to(torch.float64).numpy()
+    else:
+        array = np.asarray(points)
+        if array.dtype.kind in "bc":
+            return True
+        values = array.astype(np.float64)
+    if np.isinf(values).any():
+        return True
+    missing = np.isnan(values).any(axis=-1)
+    if not missing.any():
+        return False
+    if visibility is None:
+        return True
+    hidden = np.broadcast_to(np.asarray(visibility, dtype=np.float64) == 0, missing.shape)
+    return bool((missing & ~hidden).any())
+
+
 @st.composite
 def core_track_dicts(draw):
     """(TRACKS dict, invalid by construction?, valid by construction?, the input visibility as bool or None)."""
     frames, count = draw(st.integers(1, 5)), draw(st.integers(1, 4))
-    points, invalid = draw(coordinate_arrays(frames, count))
+    points, _ = draw(coordinate_arrays(frames, count))
     visibility, bad_visibility = draw(visibility_arrays(frames, count))
-    invalid |= bad_visibility
+    invalid = bad_visibility or _core_points_invalid(points, visibility)
     core = {"track_path": points}
     if visibility is not None:
         core["track_visibility"] = visibility

@@ -320,5 +320,7 @@ def test_track_head_inputs_from_a_pixel_track_set():
     torch.testing.assert_close(inputs.coords[0, 0, 1], torch.tensor([1.0, 1.0]))
     assert inputs.visibility.dtype == torch.float32 and inputs.visibility.tolist() == [[[1.0, 1.0], [1.0, 0.0]]]
     assert inputs.track_ids.tolist() == [[42, 7]]
-    encoded = _random_encoder()(*inputs, latent_height=60, latent_width=104)
+    assert inputs.occluded.tolist() == [[[0.0, 0.0], [0.0, 0.0]]]  # by default only visible points are specified
+    encoded = _random_encoder()(inputs.coords, inputs.visibility, inputs.track_ids, latent_height=60, latent_width=104,
+                                occluded=inputs.occluded)
     assert encoded.shape == (1, 8, 1, 60, 104)

@@ -91,7 +91,7 @@ class DemoModel:
         def window(start: int, stop: int) -> TrackHeadInputs | None:
             if inputs is None:
                 return None
-            return TrackHeadInputs(inputs.coords[:, start:stop], inputs.visibility[:, start:stop], inputs.track_ids)
+            return inputs.frames(slice(start, stop))
 
         return TrackChannelProvider(self.model.track_encoder, window, self.latent_size, self.latent_size)
 

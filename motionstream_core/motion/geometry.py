@@ -1,8 +1,8 @@
 """Time resampling of track sets and mapping through image resize / crop.
 
 Resampling interpolates positions linearly between source frames. A resampled
-point is visible only if the source frames on both sides of it are visible, and
-times outside the source clip are invisible; static tracks (anchors) instead keep
+point is visible (specified) only if the source frames on both sides of it are,
+and times outside the source clip are unspecified; static tracks (anchors) instead keep
 the visibility of the nearest source frame, so an anchor pins its region for the
 whole generated clip.
 
@@ -63,14 +63,17 @@ def _sample_at_source_indices(tracks: TrackSet, indices: np.ndarray, fps: float)
 
     points = tracks.points.to(torch.float64).numpy()
     sampled = points[lower] + (points[upper] - points[lower]) * weight[:, None, None]
-    visibility = tracks.visibility.numpy()
     interpolated = (weight > 0)[:, None]
-    sampled_visible = visibility[lower] & (~interpolated | visibility[upper])
-    sampled_visible &= inside[:, None] | tracks.static.numpy()[None, :]
+    held = inside[:, None] | tracks.static.numpy()[None, :]
+
+    def sampled_flags(flags: np.ndarray) -> np.ndarray:
+        return flags[lower] & (~interpolated | flags[upper]) & held
+
     return dataclasses.replace(
         tracks,
         points=torch.from_numpy(sampled.astype(np.float32)),
-        visibility=torch.from_numpy(sampled_visible),
+        visibility=torch.from_numpy(sampled_flags(tracks.visibility.numpy())),
+        specified=torch.from_numpy(sampled_flags(tracks.specified.numpy())),
         fps=fps,
     )
 

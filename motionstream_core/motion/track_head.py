@@ -15,6 +15,15 @@ already generated chunks untouched.
 
 Weights load from Track-v0-format checkpoints with
 ``TrackEncoder.from_state_dict(sd, prefix="track_encoder.")``.
+
+Occluded vs unspecified (beyond the paper and Track-v0): in the published head an
+occluded point and a point nobody specified are both zero. A head may carry an
+*occlusion branch* (``occlusion_conv``, weights ``{prefix}occlusion_conv.weight``):
+the id embeddings of points that are specified but hidden are rasterised into a
+second map, compressed in time by their own strided Conv3d and added before the
+projection. A head without the branch (every public checkpoint) ignores the
+occluded points, so its output is unchanged; a new branch starts at zero, so
+fine-tuning starts from the model's previous behaviour.
 """
 
 from __future__ import annotations
@@ -113,6 +122,7 @@ class TrackEncoder(nn.Module):
         temporal_compression: int = 4,
         temporal_bias: bool = True,
         proj_bias: bool = True,
+        occlusion_branch: bool = False,
     ) -> None:
         super().__init__()
         if id_dim < 2 or id_dim % 2:
@@ -123,6 +133,22 @@ class TrackEncoder(nn.Module):
         kernel = (temporal_compression, 1, 1)
         self.temporal_conv = nn.Conv3d(id_dim, channels, kernel_size=kernel, stride=kernel, bias=temporal_bias)
         self.proj = nn.Conv3d(channels, channels, kernel_size=1, bias=proj_bias)
+        self.occlusion_conv = None
+        if occlusion_branch:
+            self.add_occlusion_branch()
+
+    @property
+    def has_occlusion_branch(self) -> bool:
+        return self.occlusion_conv is not None
+
+    def add_occlusion_branch(self) -> None:
+        """Adds a zero occlusion branch (no change to the output until it trains); no-op if there is one."""
+        if self.occlusion_conv is None:
+            weight = self.temporal_conv.weight
+            kernel = tuple(weight.shape[2:])
+            self.occlusion_conv = nn.Conv3d(self.id_dim, self.channels, kernel_size=kernel, stride=kernel, bias=False)
+            nn.init.zeros_(self.occlusion_conv.weight)
+            self.occlusion_conv.to(device=weight.device, dtype=weight.dtype)
 
     @classmethod
     def from_state_dict(
@@ -147,6 +173,12 @@ class TrackEncoder(nn.Module):
                 f"'{prefix}proj.weight' must be [{channels}, {channels}, 1, 1, 1], got {list(proj.shape)}"
             )
         expected = {"temporal_conv.weight", "proj.weight"}
+        occlusion = own.get("occlusion_conv.weight")
+        if occlusion is not None:
+            expected.add("occlusion_conv.weight")
+            if tuple(occlusion.shape) != tuple(temporal.shape):
+                raise ValueError(f"'{prefix}occlusion_conv.weight' must be {list(temporal.shape)} like "
+                                 f"'{prefix}temporal_conv.weight', got {list(occlusion.shape)}")
         for name in ("temporal_conv.bias", "proj.bias"):
             if name in own:
                 expected.add(name)
@@ -161,6 +193,7 @@ class TrackEncoder(nn.Module):
             temporal_compression=kernel,
             temporal_bias="temporal_conv.bias" in own,
             proj_bias="proj.bias" in own,
+            occlusion_branch=occlusion is not None,
         )
         encoder.load_state_dict({key: own[key] for key in expected})
         return encoder.to(dtype=temporal.dtype)
@@ -184,20 +217,22 @@ class TrackEncoder(nn.Module):
         latent_height: int,
         latent_width: int,
         latent_frames: int | None = None,
+        occluded: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encode all latent frames: ``[B, channels, latent_frames, latent_height, latent_width]``.
 
         ``coords`` ``[B, T, N, 2]`` normalised ``(x, y)``, ``visibility`` ``[B, T, N]``,
-        ``track_ids`` ``[B, N]``. ``latent_frames`` defaults to what ``T`` pixel
+        ``track_ids`` ``[B, N]``, ``occluded`` (optional) ``[B, T, N]``: 1 where a point
+        is specified but hidden. ``latent_frames`` defaults to what ``T`` pixel
         frames give; extra pixel frames are ignored and missing ones count as
-        invisible.
+        unspecified.
         """
         if latent_frames is None:
             latent_frames = self.latent_frame_count(coords.shape[1])
         return self.encode_window(
             coords, visibility, track_ids,
             latent_start=0, latent_frames=latent_frames,
-            latent_height=latent_height, latent_width=latent_width,
+            latent_height=latent_height, latent_width=latent_width, occluded=occluded,
         )
 
     def encode_window(
@@ -211,16 +246,20 @@ class TrackEncoder(nn.Module):
         latent_height: int,
         latent_width: int,
         pixel_start: int = 0,
+        occluded: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encode latent frames ``[latent_start, latent_start + latent_frames)``.
 
         ``coords[:, 0]`` is pixel frame ``pixel_start``; only the frames in
         :meth:`pixel_frame_range` are read, so passing exactly those (with their
         ``pixel_start``) is enough. Pixel frames past the end of ``coords`` count as
-        invisible (tracks not drawn yet). The result equals the same slice of
-        :meth:`forward` on the full tracks.
+        unspecified (tracks not drawn yet). The result equals the same slice of
+        :meth:`forward` on the full tracks. ``occluded`` is read by the occlusion
+        branch only (a head without one ignores it).
         """
         _check_inputs(coords, visibility, track_ids)
+        if occluded is not None and tuple(occluded.shape) != tuple(visibility.shape):
+            raise ValueError(f"occluded must be shaped like visibility {list(visibility.shape)}, got {list(occluded.shape)}")
         if latent_start < 0 or latent_frames < 1:
             raise ValueError(f"invalid latent window start={latent_start}, frames={latent_frames}")
         start, stop = self.pixel_frame_range(latent_start, latent_frames)
@@ -230,25 +269,36 @@ class TrackEncoder(nn.Module):
                 f"but the tracks start at pixel frame {pixel_start}"
             )
         local_start, local_stop = start - pixel_start, stop - pixel_start
-        grid = rasterize_tracks(
-            coords[:, local_start:local_stop],
-            visibility[:, local_start:local_stop],
-            track_ids,
-            id_dim=self.id_dim,
-            latent_height=latent_height,
-            latent_width=latent_width,
-        )
-        available = grid.shape[2]
         left = self.temporal_compression - 1 if latent_start == 0 else 0
-        right = (stop - start) - available
-        grid = F.pad(grid, (0, 0, 0, 0, left, right)).to(self.temporal_conv.weight.dtype)
-        return self.proj(self.temporal_conv(grid))
+
+        def compressed_map(weights: torch.Tensor) -> torch.Tensor:
+            grid = rasterize_tracks(
+                coords[:, local_start:local_stop],
+                weights[:, local_start:local_stop],
+                track_ids,
+                id_dim=self.id_dim,
+                latent_height=latent_height,
+                latent_width=latent_width,
+            )
+            right = (stop - start) - grid.shape[2]
+            return F.pad(grid, (0, 0, 0, 0, left, right)).to(self.temporal_conv.weight.dtype)
+
+        features = self.temporal_conv(compressed_map(visibility))
+        if self.occlusion_conv is not None and occluded is not None:
+            features = features + self.occlusion_conv(compressed_map(occluded))
+        return self.proj(features)
 
 
 class TrackHeadInputs(NamedTuple):
     coords: torch.Tensor  # [1, T, N, 2] normalised (x, y)
     visibility: torch.Tensor  # [1, T, N] float 0/1
     track_ids: torch.Tensor  # [1, N] int64
+    occluded: torch.Tensor | None = None  # [1, T, N] float 0/1: specified but hidden
+
+    def frames(self, index: slice | torch.Tensor) -> "TrackHeadInputs":
+        """These inputs on the pixel frames ``index`` (a slice or a tensor of frame indices)."""
+        occluded = None if self.occluded is None else self.occluded[:, index]
+        return TrackHeadInputs(self.coords[:, index], self.visibility[:, index], self.track_ids, occluded)
 
 
 def track_head_inputs(tracks: TrackSet, device: torch.device | str | None = None) -> TrackHeadInputs:
@@ -260,6 +310,7 @@ def track_head_inputs(tracks: TrackSet, device: torch.device | str | None = None
         coords=tracks.normalized_points().unsqueeze(0).to(device),
         visibility=tracks.visibility.to(torch.float32).unsqueeze(0).to(device),
         track_ids=tracks.track_ids.unsqueeze(0).to(device),
+        occluded=tracks.occluded.to(torch.float32).unsqueeze(0).to(device),
     )
 
 
@@ -291,10 +342,11 @@ class TrackChannelProvider:
         if inputs is None:
             return torch.zeros(1, self.encoder.channels, num_latent_frames, self.latent_height, self.latent_width,
                                device=weight.device, dtype=weight.dtype)
+        occluded = None if inputs.occluded is None else inputs.occluded.to(weight.device)
         return self.encoder.encode_window(
             inputs.coords.to(weight.device), inputs.visibility.to(weight.device), inputs.track_ids.to(weight.device),
             latent_start=first_latent_frame, latent_frames=num_latent_frames,
-            latent_height=self.latent_height, latent_width=self.latent_width, pixel_start=start,
+            latent_height=self.latent_height, latent_width=self.latent_width, pixel_start=start, occluded=occluded,
         )
 
 

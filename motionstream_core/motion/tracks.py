@@ -7,8 +7,14 @@ A :class:`TrackSet` holds ``N`` point tracks sampled on ``T`` frames:
   (top) edge of the frame and ``width`` (``height``) the right (bottom) edge, so
   the normalised coordinate used by the track head is ``x / width``.
 - ``visibility``: bool ``[T, N]``; ``False`` marks a point that is occluded, has
-  left the frame or is simply not specified on that frame. Positions of invisible
-  points carry no meaning.
+  left the frame or is simply not specified on that frame.
+- ``specified``: bool ``[T, N]``, a superset of ``visibility``: where the point is
+  known. A specified point that is not visible is *occluded* (hidden but there);
+  one that is neither is *unspecified* (nobody said anything). By default only
+  visible points are specified, the meaning every public track head was trained
+  with; sources that know occlusion (ComfyUI's core ``TRACKS``, point trackers,
+  the synthetic clips) mark their hidden points specified. Positions of
+  unspecified points carry no meaning.
 - ``fps``: frames per second; frame ``i`` is at time ``i / fps`` seconds.
 - ``track_ids``: int64 ``[N]`` unique, stable identities. The track head embeds
   these ids, so a track must keep its id for a whole session.
@@ -33,8 +39,10 @@ Limits, enforced with a ``ValueError`` naming the problem:
 
 ComfyUI's core ``TRACKS`` type is a plain dict ``{"track_path": float [T, N, 2]
 pixels, "track_visibility": bool [T, N]}`` (see ``WanMoveTracksFromCoords``).
+Its visibility marks occlusion: a point of ``track_path`` that is not visible is
+occluded, and an absent one (NaN coordinates, not visible) is unspecified.
 Core nodes only read those two keys, so :meth:`TrackSet.to_comfy_tracks` adds the
-frame size, fps, ids and static flags under the extra key
+frame size, fps, ids, static and specified flags under the extra key
 :data:`COMFY_TRACKS_META_KEY`; nodes that rebuild the dict (e.g.
 ``WanMoveConcatTrack``) drop it, and :meth:`TrackSet.from_comfy_tracks` then falls
 back to the values it is given.
@@ -209,6 +217,7 @@ class TrackSet:
     fps: float = DEFAULT_FPS
     track_ids: torch.Tensor | None = None
     static: torch.Tensor | None = None
+    specified: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         width = _positive_int(self.width, "width", MAX_FRAME_SIZE)
@@ -242,6 +251,14 @@ class TrackSet:
             )
         visibility = visibility_mask(self.visibility, (num_frames, num_tracks))
         points = _limit_to_frame_band(points, visibility, width, height).to(torch.float32)
+        if self.specified is None:
+            specified = visibility.clone()
+        else:
+            specified = visibility_mask(self.specified, (num_frames, num_tracks), name="specified")
+            unspecified_visible = visibility & ~specified
+            if bool(unspecified_visible.any()):
+                frame, track = (int(i) for i in unspecified_visible.nonzero()[0])
+                raise ValueError(f"a visible point must be specified (frame {frame}, track {track} is visible but not specified)")
 
         if self.track_ids is None:
             track_ids = torch.arange(num_tracks, dtype=torch.int64)
@@ -276,6 +293,7 @@ class TrackSet:
         object.__setattr__(self, "visibility", visibility.contiguous())
         object.__setattr__(self, "track_ids", track_ids.contiguous())
         object.__setattr__(self, "static", static.contiguous())
+        object.__setattr__(self, "specified", specified.contiguous())
 
     @property
     def num_frames(self) -> int:
@@ -284,6 +302,11 @@ class TrackSet:
     @property
     def num_tracks(self) -> int:
         return int(self.points.shape[1])
+
+    @property
+    def occluded(self) -> torch.Tensor:
+        """Bool ``[T, N]``: specified but not visible (hidden, yet known to be there)."""
+        return self.specified & ~self.visibility
 
     @property
     def duration(self) -> float:
@@ -309,6 +332,7 @@ class TrackSet:
         fps: float = DEFAULT_FPS,
         track_ids: Any = None,
         static: Any = None,
+        specified: Any = None,
     ) -> TrackSet:
         """Build from ``[T, N, 2]`` coordinates normalised to the frame (``[0, 1]``)."""
         normalized = coordinate_tensor(points, "points")
@@ -318,7 +342,7 @@ class TrackSet:
         width = _positive_int(width, "width", MAX_FRAME_SIZE)
         height = _positive_int(height, "height", MAX_FRAME_SIZE)
         pixels = normalized * torch.tensor([width, height], dtype=torch.float64)
-        return cls(pixels, visibility, width, height, fps, track_ids, static)
+        return cls(pixels, visibility, width, height, fps, track_ids, static, specified)
 
     def select(self, indices: Sequence[int] | torch.Tensor) -> TrackSet:
         """The tracks at ``indices`` (ids and flags travel with them)."""
@@ -329,6 +353,7 @@ class TrackSet:
             visibility=self.visibility[:, index],
             track_ids=self.track_ids[index],
             static=self.static[index],
+            specified=self.specified[:, index],
         )
 
     def concat(self, other: TrackSet) -> TrackSet:
@@ -345,6 +370,7 @@ class TrackSet:
             visibility=torch.cat([self.visibility, other.visibility], dim=1),
             track_ids=torch.cat([self.track_ids, other.track_ids]),
             static=torch.cat([self.static, other.static]),
+            specified=torch.cat([self.specified, other.specified], dim=1),
         )
 
     def to_comfy_tracks(self) -> dict[str, Any]:
@@ -358,6 +384,7 @@ class TrackSet:
                 "fps": self.fps,
                 "track_ids": self.track_ids.clone(),
                 "static": self.static.clone(),
+                "specified": self.specified.clone(),
             },
         }
 
@@ -376,7 +403,10 @@ class TrackSet:
         ``fps`` are used when the dict has none (``fps`` then defaults to
         :data:`DEFAULT_FPS`). A missing ``track_visibility`` means every point is
         visible, and a ``[T, 1]`` visibility (what ``WanMoveTracksFromCoords``
-        builds from a mask) applies to every track, as in core.
+        builds from a mask) applies to every track, as in core. Points of the path
+        that are not visible are occluded (specified), unless they are absent: NaN
+        coordinates on a frame where the point is not visible mean unspecified. The
+        metadata's ``specified`` wins.
         """
         if not isinstance(tracks, Mapping):
             raise ValueError(f"TRACKS must be a dict, got {'None' if tracks is None else type(tracks).__name__}")
@@ -398,6 +428,10 @@ class TrackSet:
             else:
                 visibility = visibility_mask(visibility, (num_frames, num_tracks), "track_visibility")
 
+        absent = torch.isnan(path.to(torch.float64)).any(dim=-1) & ~visibility
+        if bool(absent.any()):
+            path = torch.where(absent[..., None], torch.zeros((), dtype=path.dtype), path)
+        specified = ~absent
         track_ids = static = None
         meta = tracks.get(COMFY_TRACKS_META_KEY)
         if meta is not None:
@@ -408,6 +442,9 @@ class TrackSet:
             fps = meta.get("fps", fps)
             track_ids = meta.get("track_ids")
             static = meta.get("static")
+            if meta.get("specified") is not None:
+                specified = visibility_mask(numeric_tensor(meta["specified"], "specified"), (num_frames, num_tracks),
+                                            "TRACKS metadata 'specified'")
             for name, value in (("track_ids", track_ids), ("static", static)):
                 count = None if value is None else numeric_tensor(value, name).numel()
                 if count is not None and count != num_tracks:
@@ -425,6 +462,7 @@ class TrackSet:
             DEFAULT_FPS if fps is None else fps,
             track_ids,
             static,
+            specified,
         )
 
 

@@ -20,7 +20,8 @@ pixel ``(row i, column j)`` has its centre at ``(j + 0.5, i + 0.5)``):
 Sprites are painted in list order (index 0 at the back). A point is invisible
 on a frame exactly when a sprite painted after its own covers it (the
 coverer's signed distance at the point is negative: its alpha exceeds 0.5).
-Points never leave the frame, so occlusion is the only source of invisibility.
+Points never leave the frame, so occlusion is the only source of invisibility:
+every point is specified (``TrackSet.specified``), and an invisible one is occluded.
 
 Randomness comes only from ``numpy.random.default_rng(seed)``: a seed always
 gives the same clip.
@@ -152,7 +153,7 @@ def clip_from_paths(
     track_ids = torch.arange(len(track_sprite), dtype=torch.int64)
     tracks = TrackSet(
         torch.from_numpy(points.astype(np.float32)), visibility, config.width, config.height, config.fps,
-        track_ids=track_ids, static=torch.from_numpy(static),
+        track_ids=track_ids, static=torch.from_numpy(static), specified=torch.ones_like(visibility),
     )
     metadata = ClipMetadata(
         width=config.width,

@@ -46,9 +46,11 @@ class TrackConditionedDiT(nn.Module):
         num_frames = batch.num_frames - start_frame if num_frames is None else num_frames
         height, width = batch.latent_size
         device = self.track_encoder.proj.weight.device
+        occluded = None if batch.track_occluded is None else batch.track_occluded.to(device)
         channels = self.track_encoder.encode_window(
             batch.track_coords.to(device), batch.track_visibility.to(device), batch.track_ids.to(device),
             latent_start=start_frame, latent_frames=num_frames, latent_height=height, latent_width=width,
+            occluded=occluded,
         )
         return channels * batch.motion_keep.to(channels)[:, None, None, None, None]
 

@@ -6,7 +6,9 @@ A clip is a latent video with its prompt and the point tracks that describe its 
   `ClipBatch.from_frames`);
 - text / null_text [B, L, text_dim]: prompt embedding and the negative (empty) prompt embedding;
 - track_coords [B, T, N, 2] normalised (x, y), track_visibility [B, T, N], track_ids [B, N]
-  over the T pixel frames (what `TrackEncoder` reads);
+  over the T pixel frames (what `TrackEncoder` reads); optionally track_occluded [B, T, N], 1 where
+  a point is known but hidden (what a head with an occlusion branch reads). A point that is neither
+  visible nor occluded is unspecified: dropped tracks and masked spans become that;
 - first_frame_latents [B, C, F_enc, H, W]: for image-to-video, the VAE encoding of the first frame
   followed by gray frames (what `FirstFrameCondition` reads), image_tokens its CLIP tokens.
 
@@ -51,6 +53,8 @@ class ClipBatch:
     # [B, N] int64: the object each track belongs to (-1: none), so that an augmentation can keep a few
     # tracks per object, as users draw them.
     track_groups: torch.Tensor | None = None
+    # [B, T, N] float: 1 where a point is specified but hidden (None: the clip tells occlusion apart from nothing).
+    track_occluded: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.latents.ndim != 5:
@@ -70,6 +74,8 @@ class ClipBatch:
                     f"track_coords must be [B, T, N, 2] and track_visibility [B, T, N], got "
                     f"{tuple(self.track_coords.shape)} and {tuple(self.track_visibility.shape)}"
                 )
+            if self.track_occluded is not None and tuple(self.track_occluded.shape) != expected:
+                raise ValueError(f"track_occluded must be {list(expected)}, got {list(self.track_occluded.shape)}")
         if self.motion_keep is None:
             self.motion_keep = torch.ones(batch, device=self.latents.device)
         if self.sample_ids is None:
@@ -95,7 +101,7 @@ class ClipBatch:
         def move(value, name):
             if not isinstance(value, torch.Tensor):
                 return value
-            floating = value.is_floating_point() and name not in ("track_coords", "track_visibility", "motion_keep")
+            floating = value.is_floating_point() and name not in ("track_coords", "track_visibility", "track_occluded", "motion_keep")
             return value.to(device=device, dtype=dtype if (dtype is not None and floating) else None)
 
         return dataclasses.replace(
@@ -181,6 +187,10 @@ def _pad_tracks(samples: Sequence[Mapping[str, torch.Tensor]]) -> list[dict]:
                 (sample["track_visibility"].float(), torch.zeros(frames, missing)), dim=1
             )
             sample["track_ids"] = torch.cat((sample["track_ids"], torch.zeros(missing, dtype=sample["track_ids"].dtype)))
+            if sample.get("track_occluded") is not None:
+                sample["track_occluded"] = torch.cat(
+                    (sample["track_occluded"].float(), torch.zeros(frames, missing)), dim=1
+                )
             if sample.get("track_groups") is not None:
                 sample["track_groups"] = torch.cat((sample["track_groups"], torch.full((missing,), -1, dtype=torch.int64)))
         padded.append(sample)
@@ -348,24 +358,33 @@ class ClipAugmentation:
         def generators(stream: int) -> list[torch.Generator]:
             return sample_generators(seed, batch.sample_ids, stream)
 
-        if batch.has_tracks and self.tracks_per_group and batch.track_groups is not None:
-            coords, visibility, track_ids = subsample_tracks_per_group(
-                batch.track_coords, batch.track_visibility, batch.track_ids, batch.track_groups,
-                generators(STREAM_SUBSAMPLE), self.tracks_per_group, self.still_group_dropout, self.randomize_track_ids,
-            )
-        elif batch.has_tracks:
-            coords, visibility, track_ids = subsample_tracks(
-                batch.track_coords, batch.track_visibility, batch.track_ids, generators(STREAM_SUBSAMPLE),
+        def subsample(states: torch.Tensor):
+            if self.tracks_per_group and batch.track_groups is not None:
+                return subsample_tracks_per_group(
+                    batch.track_coords, states, batch.track_ids, batch.track_groups, generators(STREAM_SUBSAMPLE),
+                    self.tracks_per_group, self.still_group_dropout, self.randomize_track_ids,
+                )
+            return subsample_tracks(
+                batch.track_coords, states, batch.track_ids, generators(STREAM_SUBSAMPLE),
                 self.min_tracks, self.max_tracks, self.randomize_track_ids,
             )
+
+        def mask_spans(states: torch.Tensor) -> torch.Tensor:
+            if self.temporal_mask_probability <= 0:
+                return states
+            return mask_track_spans(states, generators(STREAM_TEMPORAL_MASK),
+                                    self.temporal_mask_probability, self.temporal_mask_max_fraction)
+
         if batch.has_tracks:
-            if self.temporal_mask_probability > 0:
-                visibility = mask_track_spans(
-                    visibility, generators(STREAM_TEMPORAL_MASK),
-                    self.temporal_mask_probability, self.temporal_mask_max_fraction,
-                )
+            coords, visibility, track_ids = subsample(batch.track_visibility)
+            visibility = mask_spans(visibility)
+            occluded = batch.track_occluded
+            if occluded is not None:
+                # The same draws again (generators are rebuilt from the seed): the kept tracks and masked
+                # spans match, and what is dropped or masked becomes unspecified, not occluded.
+                occluded = mask_spans(subsample(occluded)[1])
             batch = dataclasses.replace(batch, track_coords=coords, track_visibility=visibility, track_ids=track_ids,
-                                        track_groups=None)
+                                        track_groups=None, track_occluded=occluded)
         if self.text_dropout > 0 or self.motion_dropout > 0:
             batch = drop_conditions(batch, generators(STREAM_DROPOUT), self.text_dropout, self.motion_dropout)
         return batch
@@ -374,4 +393,5 @@ class ClipAugmentation:
 def track_fields(tracks: TrackSet) -> dict[str, torch.Tensor]:
     """The track fields of one clip (no batch dimension) from a pixel-space `TrackSet`."""
     inputs = track_head_inputs(tracks)
-    return {"track_coords": inputs.coords[0], "track_visibility": inputs.visibility[0], "track_ids": inputs.track_ids[0]}
+    return {"track_coords": inputs.coords[0], "track_visibility": inputs.visibility[0], "track_ids": inputs.track_ids[0],
+            "track_occluded": inputs.occluded[0]}

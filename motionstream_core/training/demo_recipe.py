@@ -40,6 +40,18 @@ stopped after 210 steps (91 minutes on a shared 2-core machine) and its step-210
     python -m motionstream_core.training.demo_recipe --export-only runs/reg_sprite1/regression_ema_step210.safetensors \
         --export-assets motionstream_core/demo/assets
 
+Occluded vs unspecified (issue 21): two runs from those weights with the same data and budget, one of them
+giving the track head an occlusion branch (`--occlusion-signal`: points hidden behind a sprite are told apart from
+points nobody specified), a quarter of the clips occlusion clips (a sprite passes behind another and comes out),
+150 steps each, side by side on one thread each (bench/RESULTS.md compares them):
+
+    python -m motionstream_core.training.demo_recipe --out runs/occ_plain --threads 1 --teacher-steps 0 --pool-clips 4 \
+        --student-init motionstream_core/demo/assets/demo_model.safetensors --dmd-steps 0 --regression-steps 150 \
+        --regression-minutes 125 --regression-pool-clips 400 --regression-pool-seed 19 --regression-snapshot-every 15 \
+        --warmup-steps 5 --final-lr-fraction 0.3 --regression-tracks-per-sprite 1 1 1 2 5 --regression-still-dropout 0.5 \
+        --regression-occlusion-share 0.25
+    python -m motionstream_core.training.demo_recipe --out runs/occ_occl ... (the same) ... --occlusion-signal
+
 The export's `--streaming` sets the inference settings stored with the weights (e.g. context noise:
 the commit pass sees the chunk re-noised); without it, the settings the last stage trained with.
 
@@ -86,6 +98,7 @@ from ..model.config import WanConfig
 from ..codecs.patch_codec import PatchCodec
 from ..streaming.session import StreamingConfig
 from ..synthetic import SyntheticMotionConfig, clip_seed, generate_clip
+from ..synthetic.occlusion_clips import occlusion_clip
 from ..model.wan_dit import WanDiT
 from ..model.weights import read_metadata
 from .checkpoints import load_weights, save_weights
@@ -170,6 +183,11 @@ class RecipeConfig:
     # count to weight it) instead of every track, and drops a still sprite's tracks with this probability.
     regression_tracks_per_sprite: tuple[int, ...] = ()
     regression_still_dropout: float = 0.0
+    # Share of that stage's clips in which a sprite passes behind another and comes out (occlusion clips).
+    regression_occlusion_share: float = 0.0
+    # Give the student's track head an occlusion branch (zero at first): hidden points are told apart from
+    # unspecified ones (see `TrackEncoder`).
+    occlusion_signal: bool = False
     save_every_s: float = 120.0
     seed: int = 0
     wan: dict = dataclasses.field(default_factory=dict)  # overrides of demo_wan_config
@@ -197,13 +215,24 @@ class RecipeConfig:
 
 
 def make_pool(
-    codec: PatchCodec, count: int, frames: int, seed: int, size: int = DEMO_SIZE, max_speed: float = 2.5
+    codec: PatchCodec, count: int, frames: int, seed: int, size: int = DEMO_SIZE, max_speed: float = 2.5,
+    occlusion_share: float = 0.0,
 ) -> list[dict]:
-    """Encoded training clips (dicts of ClipBatch fields without the batch dimension)."""
+    """Encoded training clips (dicts of ClipBatch fields without the batch dimension); the last
+    `occlusion_share` of them are occlusion clips (a sprite hidden behind another, then out again)."""
+    if not 0.0 <= occlusion_share <= 1.0:
+        raise ValueError(f"occlusion_share must be in [0, 1], got {occlusion_share}")
     config = SyntheticMotionConfig(width=size, height=size, num_frames=frames, fps=DEMO_FPS, max_speed=max_speed)
+    first_occlusion = count - round(count * occlusion_share)
     pool = []
     for index in range(count):
-        clip = generate_clip(config, clip_seed(seed, index))
+        clip = None
+        if index >= first_occlusion:
+            try:
+                clip = occlusion_clip(config, clip_seed(seed, index)).clip
+            except ValueError:  # no room for this seed's occlusion: an ordinary clip instead
+                clip = None
+        clip = clip or generate_clip(config, clip_seed(seed, index))
         pool.append(encode_clip(codec, clip.frames, clip.tracks, track_groups=clip.metadata.track_sprite))
     return pool
 
@@ -335,7 +364,10 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
         teacher = _teacher(run, batches, stage_end=started + budget * config.shares[0])
         if config.student_init:
             student = teacher.clone()
-            student.load_state_dict(_load_same_codec(config.student_init, codec).state_dict())
+            initial = _load_same_codec(config.student_init, codec)
+            if initial.track_encoder is not None and initial.track_encoder.has_occlusion_branch:
+                student.track_encoder.add_occlusion_branch()
+            student.load_state_dict(initial.state_dict())
             log(f"student starts from {config.student_init}; no ODE initialisation")
             final = Path(config.student_init)
         else:
@@ -343,6 +375,8 @@ def run_recipe(config: RecipeConfig, log=print) -> Path:
             student, final = _ode_initialisation(run, teacher, batches, stage_end)
         if config.dmd_steps != 0:
             final = _self_forcing_dmd(run, teacher, student, batches, stage_end=time.monotonic() + budget * config.shares[2])
+        if config.occlusion_signal:
+            student.track_encoder.add_occlusion_branch()
         if config.regression_steps or config.regression_minutes:
             final = _self_forcing_regression(run, student)
     shutil.copyfile(final, out / "demo_model.safetensors")
@@ -449,7 +483,7 @@ def _self_forcing_regression(run: _Run, student) -> Path:
     stage_start = time.monotonic()
     pool_seed = config.seed + 11 if config.regression_pool_seed is None else config.regression_pool_seed
     pool = make_pool(run.codec, config.regression_pool_clips, config.dmd_rollout_frames, pool_seed,
-                     max_speed=config.max_speed)
+                     max_speed=config.max_speed, occlusion_share=config.regression_occlusion_share)
     batches = _Batches(pool, config.batch_size, pool_seed)
     run.log(f"regression: {len(pool)} clips of {config.dmd_rollout_frames} frames in {time.monotonic() - stage_start:.0f} s")
     regression_config = SelfForcingRegressionConfig(
@@ -588,6 +622,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="tracks kept per sprite, drawn from these counts (e.g. 1 1 2 5), instead of every track")
     parser.add_argument("--regression-still-dropout", type=float, default=RecipeConfig.regression_still_dropout,
                         help="probability that a sprite that never moves loses all its tracks (it must stay put)")
+    parser.add_argument("--regression-occlusion-share", type=float, default=RecipeConfig.regression_occlusion_share,
+                        help="share of its clips in which a sprite passes behind another and comes out again")
+    parser.add_argument("--occlusion-signal", action="store_true",
+                        help="give the student's track head an occlusion branch: hidden points apart from unspecified ones")
     parser.add_argument("--regression-snapshot-every", type=int, default=RecipeConfig.regression_snapshot_every,
                         help="also keep its EMA every N steps (regression_ema_step<N>.safetensors)")
     parser.add_argument("--whiten-codec", action=argparse.BooleanOptionalAction, default=True,
@@ -622,6 +660,7 @@ def main(argv: list[str] | None = None) -> None:
         regression_snapshot_every=args.regression_snapshot_every,
         regression_tracks_per_sprite=tuple(args.regression_tracks_per_sprite),
         regression_still_dropout=args.regression_still_dropout,
+        regression_occlusion_share=args.regression_occlusion_share, occlusion_signal=args.occlusion_signal,
     )
     final = run_recipe(config, log=lambda m: print(m, flush=True))
     print(f"wrote {final}")

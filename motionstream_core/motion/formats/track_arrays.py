@@ -342,7 +342,9 @@ def tracks_from_arrays(
     batch_index: int,
     what: str,
 ) -> TrackSet:
-    """Pixel tracks (batch axis optional) and visibility (``None``: all visible; else boolean or exactly 0/1) to a track set."""
+    """Pixel tracks (batch axis optional) and visibility (``None``: all visible; else boolean or exactly 0/1) to a track set.
+
+    A tracker gives every point on every frame, so a point it marks not visible is occluded (specified)."""
     batch_index = check_batch_index(batch_index)
     tracks = coordinate_tensor(tracks_array, f"{what} tracks")
     check_tracks_shape(tracks.shape, f"{what} tracks", batch_index)
@@ -364,4 +366,4 @@ def tracks_from_arrays(
                 f"expected [{num_frames}, {num_tracks}] (or with a batch axis) to match the tracks"
             )
         visibility = visibility_mask(visibility, (num_frames, num_tracks), f"{what} visibility")
-    return TrackSet(tracks, visibility, width, height, fps)
+    return TrackSet(tracks, visibility, width, height, fps, specified=torch.ones_like(visibility))

@@ -31,9 +31,12 @@
   moves linearly; whether it is visible there is the ``visible`` flag (default
   ``true``) of the earlier keyframe, so ``"visible": false`` hides the point until
   the next keyframe.
-- Before its first keyframe a track is invisible. After its last keyframe a
-  moving track is invisible, while a static track (an anchor pinning a region)
+- Before its first keyframe a track is unspecified. After its last keyframe a
+  moving track is unspecified, while a static track (an anchor pinning a region)
   stays where it is, with the visibility of its last keyframe, until the end.
+  Between its first and last keyframe a track is specified, so a hidden stretch
+  (``"visible": false``) is an occluded point (``TrackSet.specified``): the
+  user says it is there but hidden, not that nothing is known.
   All keyframes of a static track must share one position. (So a moving track
   with a single keyframe shows only on a frame at exactly that time; a point
   that should stay put is a static track.)
@@ -161,8 +164,9 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any], *, from_tim
     frame_times = first_time + np.arange(num_frames, dtype=np.float64) / fps
     points = np.empty((num_frames, len(tracks), 2), dtype=np.float64)
     visibility = np.empty((num_frames, len(tracks)), dtype=bool)
+    specified = np.empty((num_frames, len(tracks)), dtype=bool)
     for column, (_, static, times, positions, visible) in enumerate(tracks):
-        points[:, column], visibility[:, column] = _sample_keyframes(
+        points[:, column], visibility[:, column], specified[:, column] = _sample_keyframes(
             frame_times, times, positions, visible, hold_after_end=static
         )
     static = [track[1] for track in tracks]
@@ -170,6 +174,7 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any], *, from_tim
         grid_points, grid_visibility, grid_ids = region_grid_tracks(regions, grid, frame_times, width, height)
         points = np.concatenate([grid_points, points], axis=1)
         visibility = np.concatenate([grid_visibility, visibility], axis=1)
+        specified = np.concatenate([grid_visibility, specified], axis=1)
         ids, static = grid_ids + ids, [False] * len(grid_ids) + static
     return TrackSet.from_normalized(
         points,
@@ -179,6 +184,7 @@ def tracks_from_widget_json(source: str | bytes | Mapping[str, Any], *, from_tim
         fps,
         track_ids=ids,
         static=static,
+        specified=specified,
     )
 
 
@@ -211,7 +217,8 @@ def _sample_keyframes(
     positions: np.ndarray,
     visible: np.ndarray,
     hold_after_end: bool,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions, visibility and specification of a track on ``frame_times``."""
     last = len(times) - 1
     segment = np.searchsorted(times, frame_times + _TIME_EPSILON, side="right") - 1
     start = np.clip(segment, 0, last)
@@ -222,14 +229,17 @@ def _sample_keyframes(
     sampled = positions[start] + (positions[end] - positions[start]) * weight
     before = segment < 0
     after = frame_times > times[last] + _TIME_EPSILON
-    sampled_visible = visible[start] & ~before
-    if not hold_after_end:
-        sampled_visible &= ~after
-    return sampled, sampled_visible
+    sampled_specified = ~before if hold_after_end else ~before & ~after
+    return sampled, visible[start] & sampled_specified, sampled_specified
 
 
 def tracks_to_widget_dict(tracks: TrackSet) -> dict[str, Any]:
-    """The widget document for ``tracks`` (one keyframe per frame for moving tracks)."""
+    """The widget document for ``tracks`` (one keyframe per frame for moving tracks).
+
+    Keyframes span each track's specified frames, from the first to the last (to the end for a
+    static track, which the document holds); unspecified frames between them cannot be told apart
+    in the document and are written hidden (occluded).
+    """
     size = torch.tensor([tracks.width, tracks.height], dtype=torch.float64)
     normalized = tracks.points.to(torch.float64) / size
     visibility = tracks.visibility
@@ -237,15 +247,18 @@ def tracks_to_widget_dict(tracks: TrackSet) -> dict[str, Any]:
     document_tracks = []
     for column in range(tracks.num_tracks):
         static = bool(tracks.static[column])
+        known = tracks.specified[:, column].nonzero().flatten().tolist() or [0]
+        # A static track holds its last keyframe to the end, so its keyframes run to the end too.
+        first, last = known[0], tracks.num_frames - 1 if static else known[-1]
         if static:
             # Position is constant, so a keyframe is only needed where visibility changes.
-            changes = [0] + [
+            changes = [first] + [
                 index
-                for index in range(1, tracks.num_frames)
+                for index in range(first + 1, last + 1)
                 if bool(visibility[index, column]) != bool(visibility[index - 1, column])
             ]
         else:
-            changes = range(tracks.num_frames)
+            changes = range(first, last + 1)
         keyframes = []
         for index in changes:
             keyframe = {
