@@ -78,3 +78,27 @@ def test_fair_growing_baseline_computes_what_the_library_growing_cache_computes(
             torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="preallocated"):
         preallocated.plan(9, 3)
+
+
+def _git_worktrees():
+    result = subprocess.run(["git", "-C", str(BENCH.parent), "worktree", "list", "--porcelain"],
+                            capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+@pytest.mark.skipif(_git_worktrees() is None, reason="bench_versions needs the pack as a git checkout and git")
+def test_bench_versions_smoke_runs_head_beside_the_working_tree_and_removes_its_worktree():
+    """HEAD exists in any clone, shallow ones included: checked out into a temporary worktree, it runs beside the
+    working tree, the table is printed, both built the same cache per branch, and the worktree is gone afterwards
+    (figures not checked)."""
+    before = _git_worktrees()
+    result = subprocess.run([sys.executable, str(BENCH / "bench_versions.py"), "--baseline", "HEAD", "--smoke"],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:2] == ["1", "baseline"] for line in lines), result.stdout
+    assert any(line.startswith("median") for line in lines), result.stdout
+    assert "(temporary git worktree)" in result.stdout and "candidate: working tree" in result.stdout
+    assert "geometry per branch: same" in result.stdout
+    assert "load average (1/5/15 min) before:" in result.stdout
+    assert _git_worktrees() == before
