@@ -1,8 +1,8 @@
 """ComfyUI nodes of MotionStream: thin glue over motionstream_core, one node family per module."""
 
-from . import model_loaders, streaming_sampler, teacher_sampler, track_nodes
+from . import lora_nodes, model_loaders, prompt_schedule, streaming_sampler, teacher_sampler, track_nodes
 
-_NODE_MODULES = (model_loaders, track_nodes, streaming_sampler, teacher_sampler)
+_NODE_MODULES = (model_loaders, lora_nodes, track_nodes, prompt_schedule, streaming_sampler, teacher_sampler)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

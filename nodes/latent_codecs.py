@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 import torch
 
-from motionstream_core import PatchCodec, TinyVAE, to_vae_space
+from motionstream_core import PatchCodec, StreamingConfig, TinyVAE, to_vae_space
 
-from .inputs import encode_first_frame, GRAY, latent_geometry, Need, resize_image
+from .inputs import encode_first_frame, GRAY, latent_geometry, Need, resize_image, VAE_TEMPORAL
 
 NO_FRAMES = torch.zeros(0, 0, 0, 3)
 
@@ -106,6 +106,61 @@ class WanLatents:
 
     def latent_output(self, latents):
         return to_vae_space(latents)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Wan22Latents:
+    """Wan 2.2 VAE latents (TI2V-5B): 48 channels, 16x spatial, 4x temporal with frame 0 on its own.
+
+    The start image is only latent frame 0 (the session pins it clean, see image_conditioning.py), so
+    only the image is encoded. to_vae_space reads the family off the channel count, so the LATENT
+    output is what ComfyUI's Wan 2.2 VAE Decode takes.
+    """
+
+    vae: Any = None  # ComfyUI's Wan 2.2 VAE
+    tiny_vae: TinyVAE | None = None
+
+    spatial = 16
+    latent_channels = 48
+    needs = (Need(("tiny_vae", "vae"), "turns latents into frames: the Tiny VAE (taew2_2) decodes each chunk for the "
+                                       "live preview, the Wan 2.2 VAE decodes the whole video at the end"),)
+
+    def connect(self, vae=None, tiny_vae=None):
+        if tiny_vae is not None and tiny_vae.latent_channels != self.latent_channels:
+            raise ValueError(f"this Wan 2.2 model makes {self.latent_channels}-channel latents but the Tiny VAE takes "
+                             f"{tiny_vae.latent_channels}: load taew2_2 (taew2_1 is for Wan 2.1 and Wan 2.2 14B)")
+        return Wan22Latents(vae, tiny_vae)
+
+    def geometry(self, width, height, num_frames):
+        multiple = 2 * self.spatial  # the transformer's 2x2 patches
+        if width % multiple or height % multiple:
+            raise ValueError(f"width and height must be multiples of {multiple} for Wan 2.2, got {width}x{height}")
+        if num_frames < 1 or (num_frames - 1) % VAE_TEMPORAL:
+            raise ValueError(f"the frame count must be 4k + 1 (1, 5, 9, ..., 121), got {num_frames}")
+        return (num_frames - 1) // VAE_TEMPORAL + 1, height // self.spatial, width // self.spatial
+
+    def encode_start(self, image, width, height):
+        return encode_first_frame(image, width, height, vae=self.vae, tiny_vae=self.tiny_vae, latent_frames=1)
+
+    def decoder(self):
+        return TinyVAEFrames(self.tiny_vae) if self.tiny_vae is not None else WholeVideoVAEFrames(self.vae)
+
+    def latent_output(self, latents):
+        return to_vae_space(latents)
+
+
+# Wan checkpoints by latent channels (their output channels): the codec, and the streaming settings their
+# students use (None: chosen from what else the checkpoint holds, StreamingConfig.for_checkpoint).
+WAN_LATENT_FAMILIES = {
+    48: (Wan22Latents, StreamingConfig.wan22_ti2v_5b),
+}
+
+
+def wan_codec_and_defaults(out_channels: int, has_track_head: bool, is_image_to_video: bool):
+    """(codec, streaming defaults) of a Wan checkpoint; Wan 2.1 latents unless its channels say otherwise."""
+    codec, preset = WAN_LATENT_FAMILIES.get(out_channels, (WanLatents, None))
+    defaults = preset() if preset is not None else StreamingConfig.for_checkpoint(has_track_head, is_image_to_video)
+    return codec(), defaults
 
 
 class PatchCodecFrames:

@@ -5,7 +5,9 @@ The streaming node registers a `LiveTracks` for (prompt id, node id) while it ru
 POSTs the editor's widget JSON to /motionstream/live_tracks, which is validated and swapped in.
 The session reads the current tracks when a chunk starts, so an edit never changes a chunk that
 is already being generated. POST /motionstream/stop (the same ids and token) asks the stream to
-finish after the chunk in progress and return normally, with its video file.
+finish after the chunk in progress and return normally, with its video file. POST
+/motionstream/live_prompt (the same ids and token) switches the prompt of a stream that has a
+prompt schedule (nodes/prompt_schedule.py), from its next chunk on.
 
 Latency stamps: the route notes when it received each edit (`time.monotonic()`), `LiveTracks.window`
 notes which edit a chunk was made with, and the sampler puts both in that chunk's frames message.
@@ -31,6 +33,7 @@ import torch
 
 from motionstream_core import (
     MAX_LIVE_KEYFRAMES,
+    MAX_LIVE_PROMPT_CHARS,
     MAX_LIVE_REQUEST_BYTES,
     MAX_LIVE_TRACKS,
     track_head_inputs,
@@ -43,9 +46,11 @@ from . import host
 
 ROUTE = "/motionstream/live_tracks"
 STOP_ROUTE = "/motionstream/stop"
+PROMPT_ROUTE = "/motionstream/live_prompt"
 TOKEN_FIELD = "live_token"  # in the frames messages; the request field is "token"
 MAX_ID_LENGTH = 256  # prompt, node and client ids, tokens
 MAX_STOP_REQUEST_BYTES = 4096
+MAX_PROMPT_REQUEST_BYTES = 8 * MAX_LIVE_PROMPT_CHARS  # the text JSON-escaped (up to 6 bytes a character) and the ids
 
 
 class LiveTracks:
@@ -80,9 +85,9 @@ class LiveTracks:
         if inputs is None:
             return None
         if not holds:
-            return TrackHeadInputs(inputs.coords[:, start:stop], inputs.visibility[:, start:stop], inputs.track_ids)
+            return inputs.frames(slice(start, stop))
         rows = (torch.arange(start, stop) - first).clamp(0, inputs.coords.shape[1] - 1)
-        return TrackHeadInputs(inputs.coords[:, rows], inputs.visibility[:, rows], inputs.track_ids)
+        return inputs.frames(rows)
 
     def apply_edit(self, document, received_at: float | None = None) -> int:
         """Swaps in a widget document from the next chunk on; returns the edit's version."""
@@ -100,8 +105,9 @@ class LiveTracks:
 class _Stream:
     """One registration: the stream's tracks, its token (None: takes no edits) and its client's id."""
 
-    def __init__(self, live: LiveTracks, token: str | None, client_id: str | None):
+    def __init__(self, live: LiveTracks, token: str | None, client_id: str | None, prompts=None):
         self.live = live
+        self.prompts = prompts  # the stream's LivePrompts (prompt_schedule.py), None: it takes no prompt switches
         self.token = token
         self.client_id = client_id
         self.update_lock = threading.Lock()  # edits of one stream apply in the order they are parsed
@@ -120,9 +126,10 @@ def _same(secret: str, given: str) -> bool:
 class running_stream:
     """Context manager that makes a stream reachable by the live route while it runs."""
 
-    def __init__(self, prompt_id: str | None, node_id: str | None, live: LiveTracks):
+    def __init__(self, prompt_id: str | None, node_id: str | None, live: LiveTracks, prompts=None):
         self.key = (str(prompt_id), str(node_id))
         self.live = live
+        self.prompts = prompts
         self.stream: _Stream | None = None
         self._fields: dict = {}
 
@@ -149,7 +156,7 @@ class running_stream:
         client_id = host.current_client_id()
         # With a server but no client id the frames messages go to every client, so no token is handed out.
         token = secrets.token_urlsafe(32) if client_id is not None or not host.has_server() else None
-        self.stream = _Stream(self.live, token, client_id)
+        self.stream = _Stream(self.live, token, client_id, self.prompts)
         self._fields = {TOKEN_FIELD: token} if token is not None else {}
         with _registry_lock:
             _running.setdefault(self.key, []).append(self.stream)
@@ -270,6 +277,36 @@ def apply_stop(body) -> tuple[int, dict]:
     return 200, {"ok": True, "stopping": True}
 
 
+def apply_live_prompt(body) -> tuple[int, dict]:
+    """Switches the prompt of the stream a body names (as for live edits) from its next chunk on.
+
+    The body: the ids and token as for live edits, and either "index" (a prompt of the stream's prompt
+    schedule, from 0) or "text" (a new prompt; the schedule needs a CLIP to encode it), and optionally
+    "prompt_change" ("recache" or "keep"; else the schedule's). See nodes/prompt_schedule.py."""
+    owned, status, reply = _owned_stream(body, " and index or text")
+    if owned is None:
+        return status, reply
+    if owned.prompts is None:
+        return 409, {"error": "this stream has no prompt schedule: connect a MotionStream Prompt Schedule to the "
+                              "sampler's prompt_schedule to switch prompts while it runs"}
+    index, text, prompt_change = body.get("index"), body.get("text"), body.get("prompt_change")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+        return 400, {"error": "index must be an integer (a prompt of the stream's schedule, from 0)"}
+    if text is not None:
+        if not isinstance(text, str) or not text.strip():
+            return 400, {"error": "text must be a non-empty string"}
+        if len(text) > MAX_LIVE_PROMPT_CHARS:
+            return 413, {"error": f"the text is longer than {MAX_LIVE_PROMPT_CHARS} characters"}
+    if prompt_change is not None and not isinstance(prompt_change, str):
+        return 400, {"error": "prompt_change must be a string"}
+    try:
+        with owned.update_lock:
+            version = owned.prompts.request(index=index, text=text, prompt_change=prompt_change)
+    except ValueError as error:
+        return 400, {"error": str(error)}
+    return 200, {"ok": True, "version": version}
+
+
 def _parsed(raw: bytes | str, limit: int):
     """(body, None) or (None, (HTTP status, error reply))."""
     if len(raw) > limit:
@@ -294,5 +331,11 @@ def handle_stop_request(raw: bytes | str) -> tuple[int, dict]:
     return problem if problem is not None else apply_stop(body)
 
 
+def handle_live_prompt_request(raw: bytes | str) -> tuple[int, dict]:
+    body, problem = _parsed(raw, MAX_PROMPT_REQUEST_BYTES)
+    return problem if problem is not None else apply_live_prompt(body)
+
+
 host.add_json_route("POST", ROUTE, handle_live_tracks_request, MAX_LIVE_REQUEST_BYTES)
 host.add_json_route("POST", STOP_ROUTE, handle_stop_request, MAX_STOP_REQUEST_BYTES)
+host.add_json_route("POST", PROMPT_ROUTE, handle_live_prompt_request, MAX_PROMPT_REQUEST_BYTES)

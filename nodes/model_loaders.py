@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
-from motionstream_core import load_dit, StreamingConfig, TinyVAE, TrackEncoder, TrackSet, WanDiT
+from motionstream_core import (CheckpointFacts, choose_preset, load_dit, read_metadata, StreamingConfig,
+                               summarize_streaming, TinyVAE, TrackEncoder, TrackSet, WanDiT)
 from motionstream_core.demo import asset_path, load_demo_image, load_demo_model, MODEL_FILE
 
 from . import downloads, host
 from .inputs import Need, text_embedding
-from .latent_codecs import LatentCodec, PatchCodecLatents, WanLatents
+from .latent_codecs import LatentCodec, PatchCodecLatents, wan_codec_and_defaults, WanLatents
 
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CATEGORY = "MotionStream/loaders"
@@ -81,8 +82,51 @@ def load_embedded_demo(dtype: torch.dtype | None) -> MotionStreamModel:
     )
 
 
+def model_info(model: MotionStreamModel, family: str, preset: str, source: str | None = None) -> str:
+    """What the loader found, in lines a user reads before sampling: a wrong file shows here."""
+    config = model.dit.config
+    takes_image = config.is_image_to_video or any("start_image" in need.inputs for need in model.needs)
+    task = "image-to-video (I2V)" if takes_image else "text-to-video (T2V)"
+    lines = [
+        f"file: {model.name}",
+        f"family: {family}",
+        f"task: {task}, {config.in_channels} input channels, {config.out_channels} latent channels",
+        f"track head: {'yes' if model.track_encoder is not None else 'no'}",
+        f"size: {config.num_layers} layers, dim {config.dim}, attention heads {config.num_heads} x {config.head_dim}, "
+        f"ffn {config.ffn_dim}",
+        f"preset: {preset}: {summarize_streaming(dataclasses.asdict(model.streaming_defaults))}",
+    ]
+    if source:
+        lines.append(f"source: {source}")
+    return "\n".join(lines)
+
+
+def load_embedded_with_info(dtype: torch.dtype | None) -> tuple[MotionStreamModel, str]:
+    model = load_embedded_demo(dtype)
+    return model, model_info(model, "MotionStream demo (embedded in the pack)", "its own, stored with the model")
+
+
 # Models shipped inside the pack: listed first, nothing to download or place in models/.
-EMBEDDED_MODELS = {"embedded: MotionStream demo (128x128, no download)": load_embedded_demo}
+EMBEDDED_MODELS = {"embedded: MotionStream demo (128x128, no download)": load_embedded_with_info}
+
+
+def load_file_with_info(model_name: str, dtype: torch.dtype | None) -> tuple[MotionStreamModel, str]:
+    path = downloads.resolve("diffusion_models", model_name)
+    dit, track_weights = load_dit(path, dtype=dtype, device=host.offload_device())
+    track_encoder = TrackEncoder.from_state_dict(track_weights).to(dit.dtype) if track_weights else None
+    codec, defaults = wan_codec_and_defaults(dit.config.out_channels, track_encoder is not None,
+                                             dit.config.is_image_to_video)
+    if isinstance(codec, WanLatents):  # Wan 2.1 latents: the family's preset, from what the file holds
+        facts = CheckpointFacts.for_file(path, track_encoder is not None, dit.config.is_image_to_video,
+                                         read_metadata(path))
+        choice = choose_preset(facts)
+        defaults = StreamingConfig.from_preset(choice.preset.name)
+        family, preset, source = f"{choice.family.title}, {choice.evidence}", choice.preset.name, choice.preset.source
+    else:
+        family = f"a Wan model with {dit.config.out_channels}-channel latents ({type(codec).__name__})"
+        preset, source = "that latent family's own (latent_codecs.WAN_LATENT_FAMILIES)", None
+    model = MotionStreamModel(dit.eval().requires_grad_(False), track_encoder, defaults, path, codec=codec)
+    return model, model_info(model, family, preset, source)
 
 
 class MotionStreamModelLoader:
@@ -94,32 +138,40 @@ class MotionStreamModelLoader:
                 "model_name": (list(EMBEDDED_MODELS) + names + downloads.choices("diffusion_models"), {
                     "tooltip": "'embedded:' the demo model shipped with the pack (128x128, runs on a CPU; needs only a "
                                "start image and tracks: no text encoder, CLIP vision, VAE or Tiny VAE). Otherwise a "
-                               "Wan 2.1 transformer in models/diffusion_models: Track-v0, Self-Forcing, LongLive, "
-                               "CausVid or a Wan 2.1 teacher, in any public layout. 'download:' entries fetch known "
-                               "weights from Hugging Face into that folder."}),
+                               "Wan 2.1 transformer in models/diffusion_models: Track-v0, Self-Forcing, Causal Forcing, "
+                               "LongLive, CausVid or a Wan 2.1 teacher, in any public layout. 'download:' entries fetch "
+                               "known weights from Hugging Face into that folder."}),
                 "weight_dtype": (list(DTYPES), {"default": "auto", "tooltip": "auto keeps the file's dtype (fp8 files become bf16; the embedded demo: fp32)."}),
             }
         }
 
-    RETURN_TYPES = ("MOTIONSTREAM_MODEL",)
-    RETURN_NAMES = ("model",)
-    FUNCTION = "load"
+    RETURN_TYPES = ("MOTIONSTREAM_MODEL", "STRING")
+    RETURN_NAMES = ("model", "info")
+    OUTPUT_TOOLTIPS = ("The transformer, with the streaming settings its family was trained for.",
+                       "What the loader found: family and why, task, channels, track head, size, and the streaming "
+                       "preset with its settings and their source (also sent as the node's UI text).")
+    FUNCTION = "load_with_info"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads a causal (student) or bidirectional (teacher) Wan 2.1 transformer for MotionStream, or the "
-                   "embedded demo model. What the Streaming Sampler then needs: the embedded demo, a start image "
-                   "(128x128 video, any frame count); a Wan 2.1 model, the prompt (positive) and a Tiny VAE or the "
-                   "VAE, plus start_image and clip_vision_output for image-to-video checkpoints such as Track-v0.")
+                   "embedded demo model, and says what it found (family, task, streaming preset). What the Streaming "
+                   "Sampler then needs: the embedded demo, a start image (128x128 video, any frame count); a Wan 2.1 "
+                   "model, the prompt (positive) and a Tiny VAE or the VAE, plus start_image and clip_vision_output for "
+                   "image-to-video checkpoints such as Track-v0.")
+
+    def load_with_info(self, model_name, weight_dtype="auto"):
+        """The node's function: the model and the info text, the info also sent as the node's UI text."""
+        model, info = self._load(model_name, weight_dtype)
+        return {"ui": {"text": [info]}, "result": (model, info)}
 
     def load(self, model_name, weight_dtype="auto"):
+        """The model alone, for scripts and tests."""
+        return (self._load(model_name, weight_dtype)[0],)
+
+    def _load(self, model_name, weight_dtype):
         embedded = EMBEDDED_MODELS.get(model_name)
         if embedded is not None:
-            return (embedded(DTYPES[weight_dtype]),)
-        path = downloads.resolve("diffusion_models", model_name)
-        dit, track_weights = load_dit(path, dtype=DTYPES[weight_dtype], device=host.offload_device())
-        track_encoder = TrackEncoder.from_state_dict(track_weights).to(dit.dtype) if track_weights else None
-        defaults = StreamingConfig.for_checkpoint(track_encoder is not None, dit.config.is_image_to_video)
-        model = MotionStreamModel(dit.eval().requires_grad_(False), track_encoder, defaults, path)
-        return (model,)
+            return embedded(DTYPES[weight_dtype])
+        return load_file_with_info(model_name, DTYPES[weight_dtype])
 
 
 class MotionStreamTinyVAELoader:
@@ -129,7 +181,7 @@ class MotionStreamTinyVAELoader:
             "required": {
                 # Not "vae_name": the front end reserves that name for its full-VAE asset browser.
                 "tiny_vae_name": (host.model_files("vae_approx") + downloads.choices("vae_approx"), {
-                    "tooltip": "TAEHV for Wan 2.1 (taew2_1 / lighttaew2_1) in models/vae_approx."}),
+                    "tooltip": "TAEHV in models/vae_approx: taew2_1 / lighttaew2_1 for Wan 2.1, taew2_2 for Wan 2.2 TI2V-5B."}),
                 "dtype": (["fp16", "bf16", "fp32"], {"default": "fp16", "tooltip": "fp32 is used on the CPU regardless."}),
             }
         }

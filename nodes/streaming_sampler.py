@@ -25,6 +25,7 @@ from .inputs import clip_image_tokens, tracks_for_generation
 from .live_control import LiveTracks, running_stream
 from .output_memory import decide_in_memory_outputs, StreamOutputs
 from .pacing import PlaybackPacer
+from .prompt_schedule import stream_prompts
 from .video_file import open_output_video, preview_ui, video_value
 
 DEFAULT_FILENAME_PREFIX = "MotionStream"
@@ -81,6 +82,8 @@ class MotionStreamStreamingSampler:
                 "clip_vision_output": ("CLIP_VISION_OUTPUT", {"tooltip": "CLIP-H of the start image, for Wan 2.1 "
                                                                          "image-to-video checkpoints."}),
                 "tracks": ("TRACKS",),
+                "prompt_schedule": ("MOTIONSTREAM_PROMPTS", {"tooltip": "MotionStream Prompt Schedule: prompts that "
+                                                                        "take turns at set times (Wan 2.1 models)."}),
                 "filename_prefix": ("STRING", {"default": DEFAULT_FILENAME_PREFIX,
                                                "tooltip": "The video file written as the stream goes, in ComfyUI's "
                                                           "output folder (H.264 MP4, else VP9 WebM)."}),
@@ -122,10 +125,10 @@ class MotionStreamStreamingSampler:
     def generate(self, model, width, height, num_frames, seed, fps, sink_frames, window_frames, denoising_steps, shift,
                  positive=None, tiny_vae=None, vae=None, start_image=None, clip_vision_output=None, tracks=None,
                  filename_prefix=DEFAULT_FILENAME_PREFIX, until_stopped=False, pace_to_playback=True,
-                 acceleration="none", unique_id=None, prompt=None, extra_pnginfo=None):
+                 acceleration="none", prompt_schedule=None, unique_id=None, prompt=None, extra_pnginfo=None):
         dit, config = model.dit, model.dit.config
-        model.check_inputs(positive=positive, tiny_vae=tiny_vae, vae=vae, start_image=start_image,
-                           clip_vision_output=clip_vision_output)
+        model.check_inputs(positive=positive if positive is not None else prompt_schedule, tiny_vae=tiny_vae, vae=vae,
+                           start_image=start_image, clip_vision_output=clip_vision_output)
         model.check_size(width, height)
         codec = model.codec.connect(vae=vae, tiny_vae=tiny_vae)
         length = None if until_stopped else num_frames  # None: until Stop
@@ -141,6 +144,8 @@ class MotionStreamStreamingSampler:
             model.streaming_defaults,
             **{k: v for k, v in overrides.items() if v not in (None, -1, 0.0)},
         )
+        prompts = stream_prompts(model, positive, prompt_schedule, fps=fps, codec=codec, width=width, height=height,
+                                 cache_policy=streaming.cache_policy)
 
         device = host.compute_device()
         dtype = dit.dtype
@@ -162,7 +167,7 @@ class MotionStreamStreamingSampler:
         elif tracks is not None:
             raise ValueError("this checkpoint has no track head, so it cannot follow tracks; disconnect them or load a motion model")
         conditions = StreamConditions(
-            text=model.text(positive).to(device, dtype),
+            text=(model.text(positive) if prompts is None else prompts.starting_text).to(device, dtype),
             image_tokens=clip_image_tokens(clip_vision_output).to(device, dtype) if config.is_image_to_video else None,
             first_frame_latents=first_frame,
             motion_providers=providers,
@@ -179,7 +184,7 @@ class MotionStreamStreamingSampler:
         writer = open_output_video((filename_prefix or "").strip() or DEFAULT_FILENAME_PREFIX, fps, width=width,
                                    height=height, metadata=_file_metadata(prompt, extra_pnginfo))
         outputs = StreamOutputs(writer, memory.keep, length)
-        registration = running_stream(host.current_prompt_id(), unique_id, live)
+        registration = running_stream(host.current_prompt_id(), unique_id, live, prompts)
         pacer = None
         edit_shown = 0  # the latest live edit whose latency went out in a frames message
 
@@ -243,7 +248,8 @@ class MotionStreamStreamingSampler:
                         session, emit,
                         latent_frames, progress, outputs,
                         stop_requested=lambda: registration.stop_requested,
-                        pace=pace)
+                        pace=pace,
+                        before_chunk=None if prompts is None else lambda s: prompts.before_chunk(s, device, dtype))
                     if background is not None:
                         background.wait()  # the last chunk's frames are out before the status says how it ended
             finally:
@@ -269,12 +275,14 @@ class MotionStreamStreamingSampler:
         return {"ui": preview_ui(writer.output_file) if path is not None else {}, "result": result}
 
     @staticmethod
-    def _stream(session, decode, latent_frames, progress, outputs, stop_requested, pace):
+    def _stream(session, decode, latent_frames, progress, outputs, stop_requested, pace, before_chunk=None):
         """Generates chunks until `latent_frames` latent frames are made (None: until Stop). Each chunk's latents go
-        to `outputs` and to `decode(latents, chunk index, last)`; `pace()` runs between chunks. Returns (chunks
-        made, stopped)."""
+        to `outputs` and to `decode(latents, chunk index, last)`; `pace()` runs between chunks, and
+        `before_chunk(session)` (prompt switches) before each. Returns (chunks made, stopped)."""
         produced = count = 0
         while True:
+            if before_chunk is not None:
+                before_chunk(session)
             chunk = session.next_chunk()
             latents = chunk.latents if latent_frames is None else chunk.latents[:, :, : latent_frames - produced]
             produced += latents.shape[2]  # the last block may run past the end

@@ -1,8 +1,14 @@
-"""Tiny video autoencoder (TAEHV layout) for Wan 2.1 latents.
+"""Tiny video autoencoder (TAEHV layout) for Wan 2.1 and Wan 2.2 latents.
 
-A small, causal replacement for the Wan 2.1 VAE, compatible with the published
-``taew2_1.pth`` / ``taew2_1.safetensors`` weights: 16 latent channels, 8x spatial
-and 4x temporal compression. One latent frame decodes to 4 video frames; the
+A small, causal replacement for the Wan VAEs, compatible with the published TAEHV
+weights (``.pth`` or ``.safetensors``):
+
+- ``taew2_1`` (Wan 2.1 VAE, also Wan 2.2 14B): 16 latent channels, 8x spatial compression;
+- ``taew2_2`` (Wan 2.2 VAE of TI2V-5B): 48 latent channels, 16x spatial compression. The
+  network is the same; around it, frames are pixel-unshuffled by 2 before the encoder
+  (3 -> 12 channels at half size) and the decoder's 12 output channels pixel-shuffled back.
+
+Both compress time 4x. One latent frame decodes to 4 video frames; the
 first 3 frames of a decoded video are start-up frames and are dropped, so
 T latents give 4 * T - 3 frames (the Wan VAE's 1 + 4 * (T - 1)).
 
@@ -56,8 +62,8 @@ DECODER_GROW_INDICES = (7, 13, 19)
 # many latent pixels (batch x time x height x width): one 832x480 latent frame.
 LATENT_PIXELS_PER_CHUNK = 104 * 60
 
-# Wan 2.1 geometry (taew2_1): time is pooled by the first two encoder stages and
-# grown by the last two decoder stages.
+# Wan 2.1 and 2.2 time geometry (taew2_1, taew2_2): time is pooled by the first two
+# encoder stages and grown by the last two decoder stages.
 WAN21_ENCODER_TIME_DOWNSCALE = (True, True, False)
 WAN21_DECODER_TIME_UPSCALE = (False, True, True)
 
@@ -315,14 +321,14 @@ class StreamingEncoder:
 
 
 class TinyVAE(nn.Module):
-    """TAEHV-style tiny autoencoder; ``encoder`` / ``decoder`` use the published ``taew2_1`` key names.
+    """TAEHV-style tiny autoencoder; ``encoder`` / ``decoder`` use the published ``taew2_1`` / ``taew2_2`` key names.
 
     Build it from a checkpoint with ``from_file`` / ``from_state_dict``; the
     constructor arguments are read from the checkpoint there.
 
     Args:
-        latent_channels: latent channels (16 for Wan 2.1).
-        patch_size: pixel (un)shuffle factor around the network (1 for Wan 2.1).
+        latent_channels: latent channels (16 for Wan 2.1, 48 for Wan 2.2).
+        patch_size: pixel (un)shuffle factor around the network (1 for Wan 2.1, 2 for Wan 2.2).
         encoder_time_downscale: per encoder stage, whether it halves the frame rate.
         decoder_time_upscale: per decoder stage, whether it doubles the frame rate.
         channels_last: run convolutions on channels-last (NHWC) activations and weights.
@@ -404,7 +410,9 @@ class TinyVAE(nn.Module):
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> "TinyVAE":
-        """Loads ``taew2_1.safetensors`` or ``taew2_1.pth`` (tensors only: ``weights_only=True``).
+        """Loads ``taew2_1`` / ``taew2_2`` as ``.safetensors`` or ``.pth`` (tensors only: ``weights_only=True``).
+
+        The latent channels and patch size are read off the tensors' shapes, not the file name.
 
         A safetensors file is checked from its header before its data is read; a ``.pth`` is
         memory-mapped, so its tensors are checked before they are copied. Every failure is a
@@ -537,6 +545,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, object]:
         return int(tensor.shape[dim]) if tensor is not None and tensor.ndim > dim else None
 
     latent_channels = shape("decoder.1.weight", 1) or shape("encoder.17.weight", 0) or 16
+    # The pixel (un)shuffle around the network turns 3 image channels into 3 * patch_size**2.
     image_channels = shape("encoder.0.weight", 1) or shape("decoder.22.weight", 0) or IMAGE_CHANNELS
     patch_size = math.isqrt(image_channels // IMAGE_CHANNELS) or 1
     if IMAGE_CHANNELS * patch_size**2 != image_channels:

@@ -3,8 +3,9 @@
 Schemes seen in the wild:
 - original Wan (Wan-AI, Comfy-Org repackaged, Kijai): `blocks.0.self_attn.q.weight`, ...
 - diffusers `WanTransformer3DModel`: `blocks.0.attn1.to_q.weight`, `condition_embedder.*`, ...
-Either may sit behind a prefix: `model.` (Self-Forcing, CausVid, LongLive), `model.diffusion_model.`
-(ComfyUI saves), `diffusion_model.`, `module.` / `_orig_mod.` / `_fsdp_wrapped_module.` (training wrappers).
+Either may sit behind a prefix: `model.` (Self-Forcing, CausVid, LongLive, Causal Forcing),
+`model.diffusion_model.` (ComfyUI saves, the ComfyUI-repackaged Causal Forcing), `diffusion_model.`,
+`module.` / `_orig_mod.` / `_fsdp_wrapped_module.` (training wrappers, also inside names).
 MotionStream-style students also carry `track_encoder.*`, which is not part of the transformer.
 """
 
@@ -59,7 +60,10 @@ _TOP_RENAMES = [
 
 # Block keys that exporters write but no Wan 2.1 model uses; reading diffusers naming drops them, as diffusers
 # does on load. FastVideo's image-to-video cross-attention defines a norm of the image query (it never applies
-# it) and its exports, Track-v0's layout among them, carry its weight.
+# it) and its exports, Track-v0's layout among them, carry its weight. It is the only one: FastVideo's exporter
+# (training_utils.custom_to_hf_state_dict) writes every parameter of its Wan model, and this is the only one
+# diffusers' model lacks (diffusers lists it in _keys_to_ignore_on_load_unexpected). The `to_gate_compress` of
+# FastVideo's sparse-attention (VSA) students is not unused, it gates that attention: it is refused, not dropped.
 UNUSED_DIFFUSERS_BLOCK_KEYS = ("attn2.norm_added_q.",)
 
 # Wrapper segments that checkpoints put in front of the transformer's own names.
@@ -67,17 +71,26 @@ _WRAPPER_PREFIX = re.compile(
     r"^(?:(?:model|diffusion_model|_orig_mod|module|_fsdp_wrapped_module|_checkpoint_wrapped_module|transformer)\.)+"
 )
 
+# Training wrappers also sit inside names, around single blocks: FSDP, activation checkpointing and
+# torch.compile. LongLive's EMA weights may keep them (`model.blocks.0._fsdp_wrapped_module.self_attn.q.weight`:
+# its inference.py strips `_fsdp_wrapped_module.` anywhere in a name).
+_WRAPPER_SEGMENT = re.compile(r"(?<![^.])(?:_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
+
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.*)$")
 
 
 def strip_prefixes(state_dict: Mapping[str, T]) -> dict[str, T]:
-    """Removes wrapper prefixes (`model.`, `model.diffusion_model.`, `model._orig_mod.`, ...) from model keys."""
-    result = {}
+    """Removes wrapper prefixes (`model.`, `model.diffusion_model.`, `model._orig_mod.`, ...) from model keys,
+    and training wrappers' segments inside them; two keys that come to the same name are refused."""
+    result, original = {}, {}
     for key, value in state_dict.items():
-        match = _WRAPPER_PREFIX.match(key)
-        if match and _is_model_key(key[match.end():]):
-            key = key[match.end():]
-        result[key] = value
+        name = _WRAPPER_SEGMENT.sub("", key)
+        match = _WRAPPER_PREFIX.match(name)
+        if match and _is_model_key(name[match.end():]):
+            name = name[match.end():]
+        if name in result:
+            raise ValueError(f"the keys {original[name]!r} and {key!r} both hold the weight {name!r}")
+        result[name], original[name] = value, key
     return result
 
 

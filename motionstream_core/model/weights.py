@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -28,6 +29,10 @@ _MAX_CHECKPOINT_NESTING = 8
 # A config.json is a few hundred bytes and a shard index a few hundred KB; anything far larger is not one.
 _MAX_CONFIG_BYTES = 1 << 20
 _MAX_INDEX_BYTES = 64 << 20
+# Config keys that say something about the architecture (this package's, Wan's and diffusers' names).
+_ARCHITECTURE_KEYS = {field.name for field in dataclasses.fields(WanConfig)} | {
+    "in_dim", "out_dim", "model_type", "num_attention_heads", "attention_head_dim",
+}
 # safetensors dtype names -> torch dtypes, for reading shapes and dtypes from a header without loading data.
 _SAFETENSORS_DTYPES = {
     name: getattr(torch, attribute)
@@ -109,6 +114,11 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    return unwrap_checkpoint(load_pickled_checkpoint(path), path)
+
+
+def load_pickled_checkpoint(path: Path) -> Any:
+    """A `.pt/.pth` file's object, read with `weights_only=True` (plain containers and tensors only)."""
     # mmap: tensors stay views of the file until a loader has checked their shapes against its model.
     try:
         try:
@@ -120,23 +130,23 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as error:
         raise WeightsError(
             f"{path} holds more than plain tensors, or is corrupt, and it is not unpickled for safety "
-            f"(weights_only=True): {_first_line(error)}. Convert it to .safetensors with a tool you trust."
+            f"(weights_only=True): {first_line(error)}. Convert it to .safetensors with a tool you trust."
         ) from error
     except MemoryError as error:
         raise WeightsError(f"{path} declares tensors larger than memory (corrupt?)") from error
     except Exception as error:  # a corrupt zip or pickle raises anything from EOFError to KeyError
         raise WeightsError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {type(error).__name__}: {_first_line(error)}"
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {type(error).__name__}: {first_line(error)}"
         ) from error
-    return _unwrap_checkpoint(checkpoint, path)
+    return checkpoint
 
 
-def _first_line(error: BaseException, limit: int = 300) -> str:
+def first_line(error: BaseException, limit: int = 300) -> str:
     text = str(error).strip().splitlines()
     return text[0][:limit] if text else type(error).__name__
 
 
-def _unwrap_checkpoint(checkpoint, path: Path) -> dict[str, torch.Tensor]:
+def unwrap_checkpoint(checkpoint, path: Path) -> dict[str, torch.Tensor]:
     """The state dict inside a training checkpoint: follows `_CHECKPOINT_KEYS`, refusing cycles and deep nesting."""
     trail: list[str] = []
     seen: set[int] = set()
@@ -210,7 +220,7 @@ def parse_json(text: str | bytes, source: str, what: str) -> Any:
     except json.JSONDecodeError as error:
         raise WeightsError(f"{source} is not valid {what}: bad JSON: {error}") from error
     except (RecursionError, ValueError) as error:  # nesting too deep, integers with thousands of digits
-        raise WeightsError(f"{source} is not valid {what}: {_first_line(error)}") from error
+        raise WeightsError(f"{source} is not valid {what}: {first_line(error)}") from error
 
 
 def _shard_path(index_path: Path, shard: str) -> Path:
@@ -269,7 +279,14 @@ def read_config_file(path: str | os.PathLike) -> WanConfig | None:
     metadata = read_metadata(path)
     if "config" in metadata:
         source = f"the 'config' entry in the metadata of {path}"
-        return _config_from(parse_json(metadata["config"], source, "a model config"), source)
+        data = parse_json(metadata["config"], source, "a model config")
+        # ComfyUI keeps a model's settings under "transformer"; the Causal Forcing files it runs hold only
+        # {"transformer": {"causal_ar": true}}, which leaves the architecture to the weights.
+        if isinstance(data, Mapping) and isinstance(data.get("transformer"), Mapping):
+            data = data["transformer"]
+            if not _ARCHITECTURE_KEYS & set(data):
+                return None
+        return _config_from(data, source)
     return None
 
 
@@ -277,7 +294,7 @@ def _config_from(data: Any, source: str) -> WanConfig:
     try:
         return WanConfig.from_dict(data)
     except (ValueError, TypeError, AttributeError, KeyError, ZeroDivisionError, OverflowError) as error:
-        raise WeightsError(f"{source} is not a valid Wan model config: {_first_line(error)}") from error
+        raise WeightsError(f"{source} is not a valid Wan model config: {first_line(error)}") from error
 
 
 def dequantize(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -386,7 +403,7 @@ def build_dit(
         with torch.device("meta"):
             model = WanDiT(config)
     except (RuntimeError, ValueError, OverflowError, TypeError) as error:  # sizes past what torch can index
-        raise WeightsError(f"no model can be built from the config {config}: {_first_line(error)}") from error
+        raise WeightsError(f"no model can be built from the config {config}: {first_line(error)}") from error
     check_fits(model, transformer)
     check_weight_tensors(transformer)
     if track_encoder:

@@ -11,7 +11,9 @@ from .causal_model import CausalWanModel, RopeRangeError
 from .commit_inputs import CommitInputs
 from .image_conditioning import FirstFrameCondition
 from .kv_cache import GrowingKVCache, KVCache, RollingKVCache
+from .presets import PRESETS, CheckpointFacts, StreamingPreset, choose_preset, preset_named, summarize_streaming
 from .prompt_change import PROMPT_CHANGE_POLICIES, KeepCache, PromptChangePolicy, RecacheWindow, prompt_change_named
+from .prompt_schedule import MAX_LIVE_PROMPT_CHARS, MAX_PROMPT_ENTRIES, PromptSchedule, PromptTimeline, ScheduledPrompt
 from .session import LatentChunk, StreamConditions, StreamingConfig, StreamingSession, StreamInterrupted
 
 __all__ = [
@@ -20,4 +22,6 @@ __all__ = [
     "CACHE_POLICIES", "CacheGeometry", "CachePolicy", "GrowingBaseline", "RollingWithSinks", "cache_policy_named",
     "PROMPT_CHANGE_POLICIES", "KeepCache", "PromptChangePolicy", "RecacheWindow", "prompt_change_named",
     "CommitInputs", "GrowingKVCache", "KVCache", "RollingKVCache",
+    "MAX_LIVE_PROMPT_CHARS", "MAX_PROMPT_ENTRIES", "PromptSchedule", "PromptTimeline", "ScheduledPrompt",
+    "PRESETS", "CheckpointFacts", "StreamingPreset", "choose_preset", "preset_named", "summarize_streaming",
 ]

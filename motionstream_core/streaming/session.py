@@ -30,9 +30,10 @@ from .causal_model import ROPE_POLICIES, CausalWanModel
 from .chunk_graphs import ChunkGraphs
 from .commit_inputs import CommitInputs
 from .kv_cache import KVCache
+from .presets import CheckpointFacts, choose_preset, preset_named
 from .prompt_change import KeepCache, PromptChangePolicy, prompt_change_named
 from ..sampling.guidance import Branch, branch_weights, guided_velocity
-from .image_conditioning import ConditionChannelProvider, FirstFrameCondition
+from .image_conditioning import CleanFirstFrame, ConditionChannelProvider, ImageConditioningMode, image_conditioning_named
 from ..sampling.noise import NoiseSource, SeededNoise
 from ..sampling.schedule import DEFAULT_DENOISING_STEPS, FlowMatchSchedule, add_noise, predicted_clean
 from ..model.context_batch import stack_layer_contexts
@@ -78,6 +79,10 @@ class StreamingConfig:
     # one batched forward, see StreamingSession's batch_guidance).
     text_scale: float = 0.0
     motion_scale: float = 0.0
+    # How the start image (StreamConditions.first_frame_latents) reaches the model, by name (see
+    # image_conditioning.py): "channels" (Wan 2.1 image-to-video: mask + image latent channels) or
+    # "clean_latent" (Wan 2.2 TI2V: latent frame 0 is the clean image latent, at timestep 0).
+    image_conditioning: str = "channels"
 
     def __post_init__(self):
         for name, minimum in (("sink_frames", 0), ("window_frames", 1), ("num_train_timesteps", 1), ("commit_step", 0)):
@@ -98,6 +103,7 @@ class StreamingConfig:
         if not 0 <= self.commit_step <= self.num_train_timesteps:
             raise ValueError(f"commit_step must be in [0, {self.num_train_timesteps}], got {self.commit_step}")
         BlockSchedule(self.block_frames)
+        image_conditioning_named(self.image_conditioning)
 
     @classmethod
     def from_dict(cls, settings: Mapping) -> "StreamingConfig":
@@ -112,31 +118,43 @@ class StreamingConfig:
         return cls(**settings)
 
     @classmethod
+    def from_preset(cls, name: str, **overrides) -> "StreamingConfig":
+        """A preset of the table in presets.py (track_v0, self_forcing, longlive, causvid, ...), with overrides."""
+        return cls(**{**preset_named(name).settings(), **overrides})
+
+    @classmethod
     def track_v0(cls, **overrides) -> "StreamingConfig":
         """Track-v0 as published: relative RoPE, shift 6, a first block of 1 latent frame that stays as
         the sink, then blocks of 3 with a 6-frame window (sink + 2 rolling + the current 3)."""
-        settings = dict(rope_policy="relative", shift=6.0, sink_frames=1, window_frames=6, block_frames=(1, 3))
-        return cls(**{**settings, **overrides})
+        return cls.from_preset("track_v0", **overrides)
 
     @classmethod
     def motionstream_paper(cls, **overrides) -> "StreamingConfig":
         """The paper's streaming setting: relative RoPE, shift 6, sink 3, window 9, blocks of 3."""
-        settings = dict(rope_policy="relative", shift=6.0, sink_frames=3, window_frames=9, block_frames=(3,))
-        return cls(**{**settings, **overrides})
+        return cls.from_preset("motionstream_paper", **overrides)
 
     @classmethod
     def self_forcing(cls, **overrides) -> "StreamingConfig":
-        """Self-Forcing / LongLive style: absolute RoPE, shift 5."""
-        settings = dict(rope_policy="absolute", shift=5.0, sink_frames=3, window_frames=9, block_frames=(3,))
-        return cls(**{**settings, **overrides})
+        """Self-Forcing's students: absolute RoPE, shift 5, blocks of 3, sink 3, window 9."""
+        return cls.from_preset("self_forcing", **overrides)
 
     @classmethod
     def for_checkpoint(cls, has_track_head: bool, is_image_to_video: bool, **overrides) -> "StreamingConfig":
         """Best guess from what the weights hold: MotionStream-style image-to-video students with a
-        track head use Track-v0's settings; text-to-video causal students use Self-Forcing's."""
-        if has_track_head or is_image_to_video:
-            return cls.track_v0(**overrides)
-        return cls.self_forcing(**overrides)
+        track head use Track-v0's settings; text-to-video causal students use Self-Forcing's. The
+        loader knows more (metadata, file name): see presets.choose_preset."""
+        choice = choose_preset(CheckpointFacts(has_track_head=has_track_head, is_image_to_video=is_image_to_video))
+        return cls.from_preset(choice.preset.name, **overrides)
+
+    @classmethod
+    def wan22_ti2v_5b(cls, **overrides) -> "StreamingConfig":
+        """The paper's 720p student, a Wan 2.2 TI2V-5B (1280x704 video: 80x44 latents, 22x40 tokens a frame).
+
+        The start image is latent frame 0, clean at timestep 0 ("clean_latent"), denoised beside the rest
+        of the first block. Assumed, not confirmed for the 5B student: the paper's streaming setting
+        (`motionstream_paper`: sink, window, blocks, shift) holds for this backbone as for Wan 2.1.
+        """
+        return cls.motionstream_paper(**{"image_conditioning": "clean_latent", **overrides})
 
 
 @dataclasses.dataclass
@@ -145,7 +163,8 @@ class StreamConditions:
 
     text: T5 embeddings [B, L, text_dim]; image_tokens: CLIP tokens [B, N, image_dim] for
     image-to-video checkpoints; first_frame_latents: VAE encoding [B, C, F_enc, H, W] of the first
-    image followed by gray frames (becomes mask + latent channels, see `FirstFrameCondition`);
+    image followed by gray frames (becomes mask + latent channels, see `FirstFrameCondition`; or,
+    with the config's image_conditioning "clean_latent", its frame 0 becomes latent frame 0);
     channel_providers: further `(first_latent_frame, num_latent_frames) -> [B, C, F, H, W]`
     callables; motion_providers: the same for motion (the track head), zeroed in the null-motion
     guidance branch. Input channels are [noisy | first frame | channel providers | motion providers].
@@ -159,8 +178,9 @@ class StreamConditions:
     motion_providers: Sequence[ConditionChannelProvider] = ()
     null_text: torch.Tensor | None = None
 
-    def providers(self) -> list[ConditionChannelProvider]:
-        first = [FirstFrameCondition(self.first_frame_latents)] if self.first_frame_latents is not None else []
+    def providers(self, image_conditioning: ImageConditioningMode | None = None) -> list[ConditionChannelProvider]:
+        image_conditioning = image_conditioning or image_conditioning_named("channels")
+        first = image_conditioning.providers(self.first_frame_latents)
         return first + list(self.channel_providers) + list(self.motion_providers)
 
 
@@ -268,6 +288,8 @@ class StreamingSession:
         self._pending: dict = {}
         self._conditions: StreamConditions | None = None
         self._providers: list[ConditionChannelProvider] = []
+        self._image_conditioning = image_conditioning_named(config.image_conditioning)
+        self._pinned_frame: CleanFirstFrame | None = None
         self._motion_provider_count = 0
         self._motion_channels = 0
         self._chunk_index = 0
@@ -378,34 +400,43 @@ class StreamingSession:
         conditions = self._condition_channels(start, num_frames)
         shape = (self.batch_size, self.model.config.out_channels, num_frames, self.latent_height, self.latent_width)
 
+        def pin(latents: torch.Tensor) -> torch.Tensor:
+            """The clean first frame, where this chunk holds it ("clean_latent" image conditioning)."""
+            return latents if self._pinned_frame is None else self._pinned_frame.pin(latents, start)
+
+        def frame_timesteps(timestep: torch.Tensor, model_input: torch.Tensor) -> torch.Tensor:
+            if self._pinned_frame is None or not self._pinned_frame.pinned_frames(start, num_frames):
+                return timestep
+            return self._pinned_frame.timesteps(timestep, model_input.shape[0], start, num_frames)
+
         def branch_velocities(x: torch.Tensor, timestep: torch.Tensor) -> dict[Branch, torch.Tensor]:
             velocities = {}
             for group in self._groups:
                 self._check_interrupt()
                 model_input = self._group_input(x, conditions, group)
-                velocity = self._forward_chunk(model_input, timestep, group, start)
+                velocity = self._forward_chunk(model_input, frame_timesteps(timestep, model_input), group, start)
                 velocities.update(zip(group.branches, velocity.to(self._sample_dtype).split(self.batch_size)))
             return velocities
 
-        x = self._noise_tensor(self.noise.initial(index, shape), shape)
+        x = pin(self._noise_tensor(self.noise.initial(index, shape), shape))
         x0 = x
         for step, (timestep, sigma) in enumerate(zip(self._timesteps, self._sigmas)):
             if step > 0:
                 renoise = self._noise_tensor(self.noise.renoise(index, step, shape), shape)
-                x = add_noise(x0, renoise, sigma)
+                x = pin(add_noise(x0, renoise, sigma))
             velocities = branch_velocities(x, timestep)
             velocity = guided_velocity(velocities.__getitem__, self.config.text_scale, self.config.motion_scale)
-            x0 = predicted_clean(x, velocity.to(self._sample_dtype), sigma)
+            x0 = pin(predicted_clean(x, velocity.to(self._sample_dtype), sigma))
             if self.on_step is not None:
                 self.on_step(index, step, x0)
 
         committed = x0
         if self.config.commit_renoise and self._commit_sigma > 0:
-            committed = add_noise(x0, self._noise_tensor(self.noise.commit(index, shape), shape), self._commit_sigma)
+            committed = pin(add_noise(x0, self._noise_tensor(self.noise.commit(index, shape), shape), self._commit_sigma))
         for group in self._groups:
             self._check_interrupt()
             commit_input = self._group_input(committed, conditions, group)
-            self._forward_chunk(commit_input, self._commit_timestep, group, start)
+            self._forward_chunk(commit_input, frame_timesteps(self._commit_timestep, commit_input), group, start)
             group.commit_inputs.remember(commit_input, start)
 
         self._chunk_index += 1
@@ -448,6 +479,8 @@ class StreamingSession:
             raise ValueError("text guidance (text_scale > 0) needs the negative/empty prompt embedding (null_text)")
         if Branch.NULL_MOTION in branches and not conditions.motion_providers:
             raise ValueError("motion guidance (motion_scale > 0) needs motion_providers (the track head)")
+        pinned_frame = self._image_conditioning.pinned_frame(conditions.first_frame_latents)
+        self._check_pinned_frame(pinned_frame)
         if text_changed:
             for group in self._groups:
                 contexts = [
@@ -455,9 +488,21 @@ class StreamingSession:
                     for branch in group.branches
                 ]
                 group.context = contexts[0] if len(contexts) == 1 else stack_layer_contexts(contexts)
-        self._providers = conditions.providers()
+        self._providers = conditions.providers(self._image_conditioning)
+        self._pinned_frame = pinned_frame
         self._motion_provider_count = len(conditions.motion_providers)
         self._conditions = conditions
+
+    def _check_pinned_frame(self, pinned_frame: CleanFirstFrame | None) -> None:
+        if pinned_frame is None:
+            return
+        expected = (self.batch_size, self.model.config.out_channels, 1, self.latent_height, self.latent_width)
+        if tuple(pinned_frame.latent.shape) != expected:
+            raise ValueError(
+                f"first_frame_latents frame 0 has shape {tuple(pinned_frame.latent.shape)}; with image_conditioning "
+                f"'clean_latent' it becomes latent frame 0, so it must be {list(expected)} "
+                "(batch, the model's output channels, 1 frame, latent height, width)"
+            )
 
     def _apply_pending(self, prompt_change_override: PromptChangePolicy | None = None) -> None:
         """Applies the pending updates. A prompt change is handled by the override if given, else by
@@ -493,9 +538,13 @@ class StreamingSession:
         config = self.model.config
         if config.out_channels + condition_channels != config.in_channels:
             layout = " + ".join([f"{config.out_channels} noisy"] + [f"{p.shape[1]} ({_describe(pr)})" for p, pr in zip(parts, self._providers)])
+            hint = ""
+            if self._conditions.first_frame_latents is not None and self._pinned_frame is None:
+                hint = (". A model that takes the start image as its clean first latent frame (Wan 2.2 TI2V) "
+                        "needs the streaming config's image_conditioning='clean_latent'")
             raise ValueError(
                 f"the model takes {config.in_channels} input channels but the stream provides {layout} = "
-                f"{config.out_channels + condition_channels}"
+                f"{config.out_channels + condition_channels}{hint}"
             )
         self._motion_channels = sum(p.shape[1] for p in parts[len(parts) - self._motion_provider_count:]) \
             if self._motion_provider_count else 0
