@@ -43,7 +43,7 @@ stopped after 210 steps (91 minutes on a shared 2-core machine) and its step-210
 Occluded vs unspecified (issue 21): two runs from those weights with the same data and budget, one of them
 giving the track head an occlusion branch (`--occlusion-signal`: points hidden behind a sprite are told apart from
 points nobody specified), a quarter of the clips occlusion clips (a sprite passes behind another and comes out),
-150 steps each, side by side on one thread each (bench/RESULTS.md compares them):
+150 steps each, side by side on one thread each (bench/RESULTS.md compares them; neither was shipped):
 
     python -m motionstream_core.training.demo_recipe --out runs/occ_plain --threads 1 --teacher-steps 0 --pool-clips 4 \
         --student-init motionstream_core/demo/assets/demo_model.safetensors --dmd-steps 0 --regression-steps 150 \
