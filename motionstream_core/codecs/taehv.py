@@ -94,7 +94,11 @@ class MemoryBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv(torch.cat([x, previous], 1)) + self.skip(x))
+        return self.forward_stacked(x, torch.cat([x, previous], 1))
+
+    def forward_stacked(self, x: torch.Tensor, x_and_previous: torch.Tensor) -> torch.Tensor:
+        """``forward`` given ``torch.cat([x, previous], 1)`` already built."""
+        return self.conv(x_and_previous).add_(self.skip(x)).relu_()
 
 
 class TemporalPool(nn.Module):
@@ -127,7 +131,14 @@ class TemporalGrow(nn.Module):
             # the last sub-frame of latent t is output frame 4t, so a preview
             # frame shows the same moment as every 4th frame of a full decode.
             return F.conv2d(x, self.conv.weight[-channels:])
-        return self.conv(x).reshape(frames * self.stride, channels, height, width)
+        grown = self.conv(x)
+        if self.stride == 1 or not grown.is_contiguous(memory_format=torch.channels_last):
+            return grown.reshape(frames * self.stride, channels, height, width)
+        # Channels-last: one copy straight into channels-last sub-frames (a reshape would copy to NCHW).
+        out = torch.empty((frames * self.stride, channels, height, width), dtype=grown.dtype, device=grown.device,
+                          memory_format=torch.channels_last)
+        out.unflatten(0, (frames, self.stride)).copy_(grown.unflatten(1, (self.stride, channels)))
+        return out
 
 
 def build_encoder(latent_channels: int, patch_size: int, time_downscale: Sequence[bool]) -> nn.Sequential:
@@ -167,34 +178,67 @@ def build_decoder(latent_channels: int, patch_size: int, time_upscale: Sequence[
 BlockMemory = Dict[int, torch.Tensor]
 
 
+# Frames go through the blocks in groups whose input to a block stays under this
+# size; no block's output is more than 4x its input (the 2x upsample). Allocations
+# above ~32 MB come straight from the OS as fresh pages, and faulting those in cost
+# more than batching frames saved (one thread, fp32, 416x240: one latent's four
+# 64-channel full-size frames are 100 MB). A single frame may exceed it.
+ACTIVATION_BYTES_PER_PASS = 8 * 2**20
+
+
 def run_blocks(
     blocks: nn.Sequential,
     x: torch.Tensor,
     memory: BlockMemory,
     preview: bool = False,
     memory_format: torch.memory_format = torch.contiguous_format,
+    order: Optional[Sequence[int]] = None,
 ) -> torch.Tensor:
-    """Applies ``blocks`` to a chunk of frames ``x`` (NTCHW), all time steps at once.
+    """Applies ``blocks`` to a chunk of frames ``x`` (NTCHW), several time steps at once.
 
     ``memory`` holds the state left by the previous chunk of the same stream and
     is updated in place, so running consecutive chunks gives exactly the result of
-    running their concatenation. Every temporal pool must receive a whole number
-    of groups (callers feed the encoder multiples of its time downscale).
+    running their concatenation. That is also how a chunk whose activations grow
+    too large is handled: from that block on, it runs as consecutive smaller chunks.
+    ``order``: indices of the blocks still to run (default: ``execution_order(blocks)``).
+    Every temporal pool must receive a whole number of groups (callers feed the
+    encoder multiples of its time downscale).
     """
     batch = x.shape[0]
     h = x.flatten(0, 1).contiguous(memory_format=memory_format)
-    for index, block in enumerate(blocks):
+    order = execution_order(blocks) if order is None else order
+    return run_frames(blocks, h, batch, memory, preview, memory_format, order).unflatten(0, (batch, -1))
+
+
+def run_frames(
+    blocks: nn.Sequential,
+    h: torch.Tensor,
+    batch: int,
+    memory: BlockMemory,
+    preview: bool,
+    memory_format: torch.memory_format,
+    order: Sequence[int],
+) -> torch.Tensor:
+    """``run_blocks`` on frames flattened to (N*T, C, H, W), batch item-major."""
+    for step, index in enumerate(order):
+        block = blocks[index]
+        frames = h.shape[0] // batch
+        group = frames_per_pass(blocks, order[step:], h, batch)
+        if group < frames:
+            # Slicing the flat tensor keeps a one-frame piece's strides canonical;
+            # nearest upsampling of a (1, C, H, W) view with a stray batch stride was ~20x slower.
+            if batch == 1:
+                pieces = h.split(group)
+            else:
+                by_time = h.unflatten(0, (batch, -1)).split(group, 1)
+                pieces = [piece.flatten(0, 1).contiguous(memory_format=memory_format) for piece in by_time]
+            rest = order[step:]
+            outputs = [run_frames(blocks, piece, batch, memory, preview, memory_format, rest) for piece in pieces]
+            return torch.cat([output.unflatten(0, (batch, -1)) for output in outputs], 1).flatten(0, 1)
         if isinstance(block, MemoryBlock):
-            h_by_time = h.unflatten(0, (batch, -1))
-            # Each frame's "previous" is the frame before it; the first one's comes from the last chunk.
-            previous = torch.empty_like(h).unflatten(0, (batch, -1))
-            previous[:, 1:] = h_by_time[:, :-1]
-            previous[:, :1] = memory.get(index, 0)
-            # clone(): a view would keep the whole chunk's activations alive.
-            memory[index] = h_by_time[:, -1:].clone()
-            h = block(h, previous.flatten(0, 1))
+            h = run_memory_block(block, h, batch, memory, index, memory_format)
         elif isinstance(block, TemporalPool):
-            if h.shape[0] % (batch * block.stride):
+            if frames % block.stride:
                 raise ValueError(f"temporal pool at index {index} needs a multiple of {block.stride} frames")
             h = block(h)
         elif isinstance(block, TemporalGrow):
@@ -202,7 +246,54 @@ def run_blocks(
         else:
             h = block(h)
         h = h.contiguous(memory_format=memory_format)
-    return h.unflatten(0, (batch, -1))
+    return h
+
+
+def execution_order(blocks: nn.Sequential) -> List[int]:
+    """The indices of ``blocks`` in the order ``run_blocks`` applies them.
+
+    A temporal grow is a bias-free 1x1 conv, so it commutes with the nearest-neighbour
+    upsample before it: running it first does the same arithmetic on a quarter of the pixels.
+    """
+    order = list(range(len(blocks)))
+    for index in range(len(blocks) - 1):
+        upsample, grow = blocks[index], blocks[index + 1]
+        if isinstance(upsample, nn.Upsample) and upsample.mode == "nearest" and isinstance(grow, TemporalGrow):
+            order[index], order[index + 1] = index + 1, index
+    return order
+
+
+def frames_per_pass(blocks: nn.Sequential, order: Sequence[int], h: torch.Tensor, batch: int) -> int:
+    """How many frames of ``h`` (per batch item) to send through the blocks in ``order`` at once."""
+    frames = h.shape[0] // batch
+    time_step_bytes = h[:batch].numel() * h.element_size()
+    if frames <= 1 or frames * time_step_bytes <= ACTIVATION_BYTES_PER_PASS:
+        return frames
+    # Later temporal pools need whole groups of frames.
+    multiple = math.prod(blocks[index].stride for index in order if isinstance(blocks[index], TemporalPool))
+    group = max(1, ACTIVATION_BYTES_PER_PASS // time_step_bytes) // multiple * multiple
+    return min(frames, max(multiple, group))
+
+
+def run_memory_block(
+    block: MemoryBlock, h: torch.Tensor, batch: int, memory: BlockMemory, index: int, memory_format: torch.memory_format
+) -> torch.Tensor:
+    """Runs ``block`` on every frame of ``h`` (N*T frames), each beside the frame before it."""
+    channels = h.shape[1]
+    # Build cat([x, previous], 1) in one buffer: each frame's previous is the frame
+    # before it; the first one's comes from the last chunk (zeros at the start).
+    stacked = torch.empty(
+        (h.shape[0], 2 * channels, *h.shape[2:]), dtype=h.dtype, device=h.device, memory_format=memory_format
+    )
+    stacked[:, :channels] = h
+    stacked_by_time = stacked.unflatten(0, (batch, -1))
+    h_by_time = h.unflatten(0, (batch, -1))
+    stacked_by_time[:, 1:, channels:] = h_by_time[:, :-1]
+    stacked_by_time[:, :1, channels:] = memory.get(index, 0)
+    # A view of a larger tensor would keep all of it alive until the next chunk.
+    last = h_by_time[:, -1:]
+    memory[index] = last if last.untyped_storage().nbytes() == last.numel() * last.element_size() else last.clone()
+    return block.forward_stacked(h, stacked)
 
 
 def check_same_stream(memory: BlockMemory, old_shape: Tuple[int, ...], new_shape: Tuple[int, ...]) -> Tuple[int, ...]:

@@ -22,28 +22,55 @@ def rotation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class RotaryEmbedding:
-    """cos/sin tables for a set of token positions, shaped [L, head_dim // 2]."""
+    """Rotations of a set of token positions: unit complex numbers cos + i sin, shaped [L, head_dim // 2].
+
+    Kept as one complex table because a complex product rotates every channel pair in one pass; the
+    same thing done on real tensors takes six elementwise passes and an interleaving copy.
+    """
 
     def __init__(self, cos: torch.Tensor, sin: torch.Tensor):
-        self.cos = cos
-        self.sin = sin
+        self.rotation = torch.complex(cos, sin)
+
+    @classmethod
+    def _of(cls, rotation: torch.Tensor) -> "RotaryEmbedding":
+        table = cls.__new__(cls)
+        table.rotation = rotation
+        return table
+
+    # Views into `rotation`: holding either keeps the table alive (a captured CUDA graph reads it).
+    @property
+    def cos(self) -> torch.Tensor:
+        return torch.view_as_real(self.rotation)[..., 0]
+
+    @property
+    def sin(self) -> torch.Tensor:
+        return torch.view_as_real(self.rotation)[..., 1]
 
     def __len__(self) -> int:
-        return self.cos.shape[0]
+        return self.rotation.shape[0]
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Rotates x [B, L, H, D]; pairs (2i, 2i+1) are treated as complex numbers."""
         compute_dtype = rotation_dtype(x.dtype)
         pairs = x.to(compute_dtype).unflatten(-1, (-1, 2))
-        real, imag = pairs.unbind(-1)
-        # No-ops when the tables were built in the rotation dtype (see RotaryTables).
-        cos = self.cos.to(compute_dtype)[None, :, None, :]
-        sin = self.sin.to(compute_dtype)[None, :, None, :]
-        rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-        return rotated.flatten(-2).to(x.dtype)
+        if not _viewable_as_complex(pairs):
+            pairs = pairs.contiguous()
+        # A no-op when the tables were built in the rotation dtype (see RotaryTables).
+        rotation = self.rotation.to(torch.promote_types(compute_dtype, torch.complex64))
+        rotated = torch.view_as_complex(pairs) * rotation[None, :, None, :]
+        return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
 
     def slice(self, start: int, stop: int) -> "RotaryEmbedding":
-        return RotaryEmbedding(self.cos[start:stop], self.sin[start:stop])
+        return RotaryEmbedding._of(self.rotation[start:stop])
+
+
+def _viewable_as_complex(pairs: torch.Tensor) -> bool:
+    """Whether torch.view_as_complex accepts pairs [..., 2] as they are (adjacent, evenly aligned)."""
+    return (
+        pairs.stride(-1) == 1
+        and pairs.storage_offset() % 2 == 0
+        and all(stride % 2 == 0 for stride in pairs.stride()[:-1])
+    )
 
 
 def _axis_angles(positions: torch.Tensor, axis_dim: int, theta: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .attention import attention
 from .config import WanConfig
-from .rope import RotaryEmbedding, grid_rotary_embedding
+from .rope import RotaryEmbedding, RotaryTables, rotation_dtype
 
 # (layer index, query, key, value) -> attended values [B, Lq, H * D]; q/k/v are [B, L, H, D], not yet rotated.
 SelfAttentionFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -38,10 +38,15 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Always float32, even for float64 input: that is what the released models compute.
+        if x.dtype == torch.float32:
+            # The same arithmetic as below in one call (a fused kernel on CUDA); these norms run on every q and k.
+            return F.rms_norm(x, self.weight.shape, self.weight.to(x.dtype), self.eps)
+        # Normalised in float32, even for float64 input, weighted in the input dtype: what the released models do.
         x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight.to(x.dtype)
+        normed = (x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
+        weight = self.weight.to(x.dtype)
+        # `normed` is a fresh tensor: without autograd it can take the weight in place.
+        return normed * weight if torch.is_grad_enabled() else normed.mul_(weight)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -54,15 +59,21 @@ class LayerNorm(nn.LayerNorm):
         return F.layer_norm(x32, self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
+# addcmul does a product and a sum in one pass over the tokens, where `a + b * c` takes two.
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x [B, F, T, D] with per-frame shift/scale [B, F, 1, D], computed in float32 or better."""
     dtype = torch.promote_types(x.dtype, torch.float32)
-    return (x.to(dtype) * (1 + scale.to(dtype)) + shift.to(dtype)).to(x.dtype)
+    return torch.addcmul(shift.to(dtype), x.to(dtype), 1 + scale.to(dtype)).to(x.dtype)
 
 
-def gated_residual(x: torch.Tensor, update: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+def gated_residual(x: torch.Tensor, update: torch.Tensor, gate: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    """x + update * gate in float32 or better; `in_place` overwrites x (only when autograd is off and x is ours)."""
     dtype = torch.promote_types(x.dtype, torch.float32)
-    return (x.to(dtype) + update.to(dtype) * gate.to(dtype)).to(x.dtype)
+    if in_place and x.dtype == dtype:
+        return x.addcmul_(update.to(dtype), gate.to(dtype))
+    return torch.addcmul(x.to(dtype), update.to(dtype), gate.to(dtype)).to(x.dtype)
 
 
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -190,12 +201,14 @@ class TransformerBlock(nn.Module):
         frames = x.shape[1]
         h = self.self_attn.o(attended)
         x = gated_residual(x, h.unflatten(1, (frames, -1)), gate_sa)
+        # From here x is this block's own tensor: without autograd the residuals can be added in place.
+        in_place = not torch.is_grad_enabled()
 
-        h = self.cross_attn(self.norm3(x).flatten(1, 2), context)
-        x = x + h.unflatten(1, (frames, -1)).to(x.dtype)
+        h = self.cross_attn(self.norm3(x).flatten(1, 2), context).unflatten(1, (frames, -1)).to(x.dtype)
+        x = x.add_(h) if in_place else x + h
 
         h = self.ffn(modulate(self.norm2(x), shift_ff, scale_ff))
-        return gated_residual(x, h, gate_ff)
+        return gated_residual(x, h, gate_ff, in_place=in_place)
 
 
 class OutputHead(nn.Module):
@@ -268,6 +281,7 @@ class WanDiT(nn.Module):
         self.head = OutputHead(config)
         if config.is_image_to_video:
             self.img_emb = ImageProjection(config)
+        self._rope_tables: tuple[tuple, RotaryTables] | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -291,7 +305,8 @@ class WanDiT(nn.Module):
             )
         tokens = self.patch_embedding(latents.to(self.dtype))
         grid = PatchGrid(*tokens.shape[2:])
-        return tokens.flatten(3).permute(0, 2, 3, 1), grid
+        # Contiguous: a permuted residual stream would make every norm copy it and every residual add stride.
+        return tokens.flatten(3).permute(0, 2, 3, 1).contiguous(), grid
 
     def unpatchify(self, tokens: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
         """[B, F', T, C * patch volume] -> [B, C, F, H, W]."""
@@ -338,10 +353,16 @@ class WanDiT(nn.Module):
             raise ValueError("this image-to-video model needs CLIP image tokens (image_context)")
         return [block.cross_attn.project_context(text, image) for block in self.blocks]
 
-    def rotary_embedding(self, frame_positions: torch.Tensor, grid: PatchGrid) -> RotaryEmbedding:
-        return grid_rotary_embedding(
-            self.config, frame_positions, grid.height, grid.width, device=self.patch_embedding.weight.device
-        )
+    def rotary_embedding(self, frame_positions: torch.Tensor | Sequence[int], grid: PatchGrid) -> RotaryEmbedding:
+        """Tables in the dtype queries and keys are rotated in (no layer converts them again), cut from tables
+        of the last latent grid seen, so that repeated forwards at one size do not rebuild them."""
+        device, dtype = self.patch_embedding.weight.device, rotation_dtype(self.dtype)
+        key = (grid.height, grid.width, dtype, device)
+        if self._rope_tables is None or self._rope_tables[0] != key:
+            self._rope_tables = (key, RotaryTables(self.config, grid.height, grid.width, dtype, device))
+        if isinstance(frame_positions, torch.Tensor):
+            frame_positions = frame_positions.reshape(-1).tolist()
+        return self._rope_tables[1].at(list(frame_positions))
 
     def run_blocks(
         self,
