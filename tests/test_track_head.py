@@ -186,6 +186,9 @@ def test_pixel_frames_not_drawn_yet_count_as_invisible():
     padded_visibility = torch.cat([visibility, torch.zeros(2, 7, 9)], dim=1)
     full = encoder(padded_coords, padded_visibility, ids, latent_height=4, latent_width=4)
     assert full.shape[2] == 5
+    # The padded frames add zero maps: the same products, in a conv over a longer input whose kernel may block
+    # the sums differently, so only float32 rounding differs (ulps of values of order 1); a drawn point that
+    # leaked in would change the output by O(1).
     torch.testing.assert_close(short, full, atol=1e-6, rtol=0)
 
 
