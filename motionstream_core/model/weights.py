@@ -130,18 +130,18 @@ def load_pickled_checkpoint(path: Path) -> Any:
     except pickle.UnpicklingError as error:
         raise WeightsError(
             f"{path} holds more than plain tensors, or is corrupt, and it is not unpickled for safety "
-            f"(weights_only=True): {first_line(error)}. Convert it to .safetensors with a tool you trust."
+            f"(weights_only=True): {_first_line(error)}. Convert it to .safetensors with a tool you trust."
         ) from error
     except MemoryError as error:
         raise WeightsError(f"{path} declares tensors larger than memory (corrupt?)") from error
     except Exception as error:  # a corrupt zip or pickle raises anything from EOFError to KeyError
         raise WeightsError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {type(error).__name__}: {first_line(error)}"
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {type(error).__name__}: {_first_line(error)}"
         ) from error
     return checkpoint
 
 
-def first_line(error: BaseException, limit: int = 300) -> str:
+def _first_line(error: BaseException, limit: int = 300) -> str:
     text = str(error).strip().splitlines()
     return text[0][:limit] if text else type(error).__name__
 
@@ -220,7 +220,7 @@ def parse_json(text: str | bytes, source: str, what: str) -> Any:
     except json.JSONDecodeError as error:
         raise WeightsError(f"{source} is not valid {what}: bad JSON: {error}") from error
     except (RecursionError, ValueError) as error:  # nesting too deep, integers with thousands of digits
-        raise WeightsError(f"{source} is not valid {what}: {first_line(error)}") from error
+        raise WeightsError(f"{source} is not valid {what}: {_first_line(error)}") from error
 
 
 def _shard_path(index_path: Path, shard: str) -> Path:
@@ -294,7 +294,7 @@ def _config_from(data: Any, source: str) -> WanConfig:
     try:
         return WanConfig.from_dict(data)
     except (ValueError, TypeError, AttributeError, KeyError, ZeroDivisionError, OverflowError) as error:
-        raise WeightsError(f"{source} is not a valid Wan model config: {first_line(error)}") from error
+        raise WeightsError(f"{source} is not a valid Wan model config: {_first_line(error)}") from error
 
 
 def dequantize(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -403,7 +403,7 @@ def build_dit(
         with torch.device("meta"):
             model = WanDiT(config)
     except (RuntimeError, ValueError, OverflowError, TypeError) as error:  # sizes past what torch can index
-        raise WeightsError(f"no model can be built from the config {config}: {first_line(error)}") from error
+        raise WeightsError(f"no model can be built from the config {config}: {_first_line(error)}") from error
     check_fits(model, transformer)
     check_weight_tensors(transformer)
     if track_encoder:
