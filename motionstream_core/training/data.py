@@ -200,6 +200,14 @@ def _pad_tracks(samples: Sequence[Mapping[str, torch.Tensor]]) -> list[dict]:
 # --- augmentations ---
 
 
+def _gather_tracks(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values`` [B, T, N, ...] at the tracks ``index`` [B, kept] of each clip (a new tensor)."""
+    batch, frames, kept = values.shape[0], values.shape[1], index.shape[1]
+    trailing = values.shape[3:]
+    expanded = index.view(batch, 1, kept, *([1] * len(trailing))).expand(batch, frames, kept, *trailing)
+    return values.gather(2, expanded)
+
+
 def subsample_tracks(
     coords: torch.Tensor,
     visibility: torch.Tensor,
@@ -212,7 +220,8 @@ def subsample_tracks(
     """Keeps a random number (uniform in [min_tracks, max_tracks]) of random tracks per clip.
 
     Clips keep different numbers of tracks: the batch is cut to the largest count and the unused
-    places of the others become invisible. With `randomize_ids`, kept tracks get fresh distinct ids
+    places of the others become invisible. `visibility` may carry per-point flags [B, T, N, K], kept alike.
+    With `randomize_ids`, kept tracks get fresh distinct ids
     in [0, MAX_TRACK_ID), so the model cannot tie meaning to particular ids.
     """
     if not 1 <= min_tracks <= max_tracks:
@@ -225,8 +234,7 @@ def subsample_tracks(
         choices.append(torch.randperm(available, generator=generator))
     kept = max(counts)
     index = torch.stack([choice[:kept] for choice in choices]).to(coords.device)  # [B, kept]
-    coords = coords.gather(2, index[:, None, :, None].expand(batch, frames, kept, 2))
-    visibility = visibility.gather(2, index[:, None, :].expand(batch, frames, kept)).clone()
+    coords, visibility = _gather_tracks(coords, index), _gather_tracks(visibility, index)
     track_ids = track_ids.gather(1, index)
     for b, count in enumerate(counts):
         visibility[b, :, count:] = 0
@@ -278,8 +286,7 @@ def subsample_tracks_per_group(
     for b, keep in enumerate(kept_per_clip):
         index[b, : len(keep)] = torch.tensor(keep, dtype=torch.long)
     index = index.to(coords.device)
-    coords = coords.gather(2, index[:, None, :, None].expand(batch, frames, kept, 2))
-    visibility = visibility.gather(2, index[:, None, :].expand(batch, frames, kept)).clone()
+    coords, visibility = _gather_tracks(coords, index), _gather_tracks(visibility, index)
     for b, keep in enumerate(kept_per_clip):
         visibility[b, :, len(keep):] = 0
     if randomize_ids:
@@ -376,13 +383,17 @@ class ClipAugmentation:
                                     self.temporal_mask_probability, self.temporal_mask_max_fraction)
 
         if batch.has_tracks:
-            coords, visibility, track_ids = subsample(batch.track_visibility)
-            visibility = mask_spans(visibility)
             occluded = batch.track_occluded
-            if occluded is not None:
-                # The same draws again (generators are rebuilt from the seed): the kept tracks and masked
-                # spans match, and what is dropped or masked becomes unspecified, not occluded.
-                occluded = mask_spans(subsample(occluded)[1])
+            if occluded is None:
+                coords, visibility, track_ids = subsample(batch.track_visibility)
+            else:
+                # Both flags travel with their tracks in one subsampling; dropped tracks become unspecified.
+                states = torch.stack((batch.track_visibility.float(), occluded.float()), dim=-1)
+                coords, states, track_ids = subsample(states)
+                visibility, occluded = states.unbind(-1)
+                # The same span draws again (generators are rebuilt from the seed): masked is unspecified.
+                occluded = mask_spans(occluded)
+            visibility = mask_spans(visibility)
             batch = dataclasses.replace(batch, track_coords=coords, track_visibility=visibility, track_ids=track_ids,
                                         track_groups=None, track_occluded=occluded)
         if self.text_dropout > 0 or self.motion_dropout > 0:
