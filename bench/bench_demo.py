@@ -76,8 +76,9 @@ from motionstream_core.demo import load_demo_image, load_demo_model, load_demo_t
 from motionstream_core.motion.drag_control import default_grid_size  # noqa: E402
 from motionstream_core.motion.formats import tracks_from_widget_json, tracks_to_widget_dict  # noqa: E402
 from motionstream_core.synthetic import (  # noqa: E402
-    SyntheticMotionConfig, clip_seed, colour_drift, content_drift, generate_clip, occlusion_clip, partial_track_spans,
-    score_persistence, score_reappearance, score_track_following,
+    REGION_MARGIN_PIXELS, SyntheticMotionConfig, clip_seed, colour_drift, content_drift, generate_clip, occlusion_clip,
+    partial_track_spans, region_drag_document, region_drag_tracks, score_persistence, score_reappearance,
+    score_track_following,
 )
 
 # Dataset seeds of the track-following clips. Training clips come from seed 0 (and the codec's from
@@ -89,9 +90,6 @@ DRAG_CASES = ("five", "two", "point", "anchors", "partial", "region", "none", "o
 OCCLUSION_CASES = ("occlusion", "occlusion-unspecified")
 # Cases whose sprites go without a track on some frames: they also get the persistence score.
 PERSISTENCE_CASES = ("partial", "none")
-# Pixels added to a sprite's bounding radius for its region drag: half a grid cell of the editor's 8x8
-# grid at 128x128, so the grab reaches the grid points just outside the sprite.
-REGION_MARGIN_PIXELS = 8.0
 
 
 def nanmean(values):
@@ -172,35 +170,6 @@ def partial_drag_tracks(clip):
     """One drag per sprite, its centre track given over its span only, through the widget JSON."""
     tracks, _ = partial_tracks(clip)
     return through_widget_json(tracks.select(centre_track_indices(clip)))
-
-
-def region_drag_document(clip, margin_pixels: float = REGION_MARGIN_PIXELS, grid: int | None = None) -> dict:
-    """The widget document (version 2) of one region drag per sprite, as the editor writes it:
-    coordinates rounded to 4 decimals, the grid size named (the editor's default for the frame)."""
-    metadata = clip.metadata
-    shorter = min(metadata.width, metadata.height)
-    num_frames = metadata.num_frames
-    regions = []
-    for index, sprite in enumerate(metadata.sprites):
-        radius = round((sprite.bounding_radius + margin_pixels) / shorter, 4)
-        path = metadata.centre_paths[:, index].tolist()
-        keyframes = [{"t": frame / metadata.fps, "x": round(x / metadata.width, 4), "y": round(y / metadata.height, 4)}
-                     for frame, (x, y) in enumerate(path)]
-        if metadata.trajectory_kinds[index] == "static":
-            regions.append({"id": index, "kind": "anchor", "radius": radius, "keyframes": keyframes[:1]})
-        else:
-            regions.append({"id": index, "kind": "path", "radius": radius, "keyframes": keyframes})
-    return {
-        "format": "motionstream-tracks", "version": 2, "width": metadata.width, "height": metadata.height,
-        "fps": metadata.fps, "duration": (num_frames - 1) / metadata.fps, "tracks": [],
-        "region_grid": default_grid_size(metadata.width, metadata.height) if grid is None else grid,
-        "regions": regions,
-    }
-
-
-def region_drag_tracks(clip, margin_pixels: float = REGION_MARGIN_PIXELS, grid: int | None = None):
-    """The grid tracks of :func:`region_drag_document`, read as the Track Editor node reads the editor's JSON."""
-    return tracks_from_widget_json(json.dumps(region_drag_document(clip, margin_pixels, grid)))
 
 
 def drag_tracks(case: str, clip, margin_pixels: float = REGION_MARGIN_PIXELS, grid: int | None = None):

@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 
 from motionstream_core.motion.drag_control import default_grid_size
-from motionstream_core.synthetic import SyntheticMotionConfig, generate_clip, partial_track_spans
+from motionstream_core.synthetic import (
+    SyntheticMotionConfig, generate_clip, partial_track_spans, region_drag_document, region_drag_tracks,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_demo.py"
 
@@ -36,12 +38,11 @@ def test_point_drags_are_the_centre_tracks_read_back_from_the_widget_json():
 
 
 def test_region_drags_follow_the_sprites_and_anchor_the_static_ones():
-    bench = load_bench_demo()
     config = SyntheticMotionConfig(num_frames=10, min_sprites=2, max_sprites=2, trajectory_kinds=("static", "linear"))
     clip = next(c for c in (generate_clip(config, seed) for seed in range(50))
                 if set(c.metadata.trajectory_kinds) == {"static", "linear"})
     metadata = clip.metadata
-    document = bench.region_drag_document(clip)
+    document = region_drag_document(clip)
     assert document["region_grid"] == default_grid_size(metadata.width, metadata.height)
     for region, kind, sprite, path in zip(document["regions"], metadata.trajectory_kinds, metadata.sprites,
                                           metadata.centre_paths.unbind(1)):
@@ -52,7 +53,7 @@ def test_region_drags_follow_the_sprites_and_anchor_the_static_ones():
         assert math.isclose(first["x"] * metadata.width, float(path[0, 0]), abs_tol=0.01)
         assert math.isclose(first["y"] * metadata.height, float(path[0, 1]), abs_tol=0.01)
         assert len(region["keyframes"]) == (1 if kind == "static" else metadata.num_frames)
-    tracks = bench.region_drag_tracks(clip)
+    tracks = region_drag_tracks(clip)
     grid = document["region_grid"]
     assert (tracks.num_frames, tracks.num_tracks) == (metadata.num_frames, grid * grid)
     # The grid point nearest the moving sprite's grab point moves the way the sprite does.

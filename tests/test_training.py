@@ -39,7 +39,7 @@ from motionstream_core.training import (
 from motionstream_core.training.cli import build_dataclass, RunConfig
 from motionstream_core.training.self_forcing_dmd import RolloutPlan, plan_rollout, self_forcing_rollout
 from motionstream_core.training.self_forcing_regression import (
-    SelfForcingRegressionConfig, SelfForcingRegressionTrainer, weighted_regression_loss,
+    SelfForcingRegressionConfig, SelfForcingRegressionTrainer, changed_cells, weighted_regression_loss,
 )
 from motionstream_core.training.seeding import PerSampleNoise, sample_generators
 from motionstream_core.model.weights import load_dit, read_config_file
@@ -452,6 +452,24 @@ def test_weighted_regression_loss_scales_each_channel():
     # weights (1, 3) normalised to mean 1: (0.5 * 1 + 1.5 * 4) / 2
     assert float(weighted_regression_loss(generated, target, torch.tensor([1.0, 3.0]))) == pytest.approx(3.25)
     assert float(weighted_regression_loss(generated, target, torch.tensor([0.0, 1.0]))) == pytest.approx(4.0)
+
+
+def test_cells_that_move_weigh_more_in_the_regression_loss():
+    # a still background, one cell that changes after frame 0 (a sprite arriving)
+    target = torch.zeros(1, 2, 3, 2, 2)
+    target[0, :, 1:, 0, 1] = 1.0
+    changed = changed_cells(target, torch.tensor([1.0, 3.0]), threshold=1e-3)
+    assert changed.shape == (1, 1, 3, 2, 2)
+    assert changed.sum() == 2 and bool(changed[0, 0, 1:, 0, 1].all()), "the cell on frames 1 and 2, never frame 0"
+    generated = torch.zeros_like(target)
+    generated[0, :, 0, 1, 1] = 1.0  # the same error once on a still cell
+    uniform = float(weighted_regression_loss(generated, target, None))
+    # errors: 2 moving cells of 1 each (per channel), 1 still cell of 1; weights 5 / 1 over 12 cells
+    weighted = float(weighted_regression_loss(generated, target, None, 1 + 4 * changed))
+    assert uniform == pytest.approx(3 / 12)
+    assert weighted == pytest.approx((2 * 5 + 1) / 12 / ((2 * 5 + 10) / 12))
+    with pytest.raises(ValueError, match="motion_weight"):
+        SelfForcingRegressionConfig(motion_weight=-1.0)
 
 
 def test_ema_math():

@@ -6,7 +6,7 @@ Clips: `clip_config` (what a clip is drawn from), `sprites`, `backgrounds`,
 `trajectories`, `rendering`, `clips` (generation with exact tracks), `dataset`
 (map-style dataset and batch collation), `occlusion_clips` (a sprite that passes
 behind another and comes out again), `track_spans` (tracks given over part of a
-clip). Scores, of ``[T, 3, H, W]`` RGB frames in ``[0, 1]`` at the clip's size:
+clip), `region_drags` (one region drag per sprite, as the editor writes it). Scores, of ``[T, 3, H, W]`` RGB frames in ``[0, 1]`` at the clip's size:
 `colour_membership` and `sprite_location` (finding sprites by colour),
 `track_following` (end-point error against the requested tracks), `persistence`
 (sprites without tracks kept and left in place), `sprite_colour` and
@@ -32,6 +32,7 @@ from .drift import DriftCurve, colour_drift, content_drift
 from .occlusion_clips import OcclusionClip, occlusion_clip
 from .persistence import PersistenceScore, score_persistence
 from .reappearance import ReappearanceScore, score_reappearance
+from .region_drags import REGION_MARGIN_PIXELS, region_drag_document, region_drag_tracks
 from .rendering import RenderedFrames, render_frames
 from .sprite_colour import sprite_colour_error
 from .sprite_location import SpriteLocations, locate_sprites
@@ -48,5 +49,6 @@ __all__ = [
     "TrackFollowingScore", "score_track_following", "track_following_epe",
     "DriftCurve", "colour_drift", "content_drift",
     "OcclusionClip", "occlusion_clip", "SPAN_KINDS", "TrackSpans", "partial_track_spans",
+    "REGION_MARGIN_PIXELS", "region_drag_document", "region_drag_tracks",
     "PersistenceScore", "score_persistence", "sprite_colour_error", "ReappearanceScore", "score_reappearance",
 ]

@@ -35,6 +35,11 @@ MAX_TRACK_ID = 100_000
 
 _TRACK_FIELDS = ("track_coords", "track_visibility", "track_ids")
 
+# `ClipBatch.track_groups` values: tracks of no object (dropped when a few tracks per object are kept), and
+# tracks a user gives as a whole, such as a region drag's grid, which per-object subsampling keeps.
+NO_GROUP = -1
+KEEP_WHOLE = -2
+
 
 @dataclasses.dataclass
 class ClipBatch:
@@ -50,8 +55,8 @@ class ClipBatch:
     motion_keep: torch.Tensor | None = None
     # [B] int64 global sample ids; they seed every per-clip random draw.
     sample_ids: torch.Tensor | None = None
-    # [B, N] int64: the object each track belongs to (-1: none), so that an augmentation can keep a few
-    # tracks per object, as users draw them.
+    # [B, N] int64: the object each track belongs to (NO_GROUP: none; KEEP_WHOLE: always kept), so that an
+    # augmentation can keep a few tracks per object, as users draw them.
     track_groups: torch.Tensor | None = None
     # [B, T, N] float: 1 where a point is specified but hidden (None: the clip tells occlusion apart from nothing).
     track_occluded: torch.Tensor | None = None
@@ -192,7 +197,7 @@ def _pad_tracks(samples: Sequence[Mapping[str, torch.Tensor]]) -> list[dict]:
                     (sample["track_occluded"].float(), torch.zeros(frames, missing)), dim=1
                 )
             if sample.get("track_groups") is not None:
-                sample["track_groups"] = torch.cat((sample["track_groups"], torch.full((missing,), -1, dtype=torch.int64)))
+                sample["track_groups"] = torch.cat((sample["track_groups"], torch.full((missing,), NO_GROUP, dtype=torch.int64)))
         padded.append(sample)
     return padded
 
@@ -258,7 +263,8 @@ def subsample_tracks_per_group(
     """Keeps a few random tracks of each object, as users draw them: per group a count drawn uniformly
     from `counts` (repeat a count to weight it), all of a smaller group. A group that never moves loses
     all its tracks with probability `still_group_dropout`: a video in which an object without tracks
-    stays where it is teaches the model to keep objects nobody dragged.
+    stays where it is teaches the model to keep objects nobody dragged. Tracks of group KEEP_WHOLE are all
+    kept (a region drag's grid comes whole); tracks of no group (NO_GROUP) are dropped.
 
     The kept tracks come first, in their original order; the rest of each clip is invisible. Without
     `randomize_ids` they are numbered 0, 1, ... in that order, as inference numbers a user's tracks.
@@ -271,7 +277,7 @@ def subsample_tracks_per_group(
     choices = torch.tensor(list(counts))
     kept_per_clip = []
     for b, generator in enumerate(generators):
-        keep = []
+        keep = torch.nonzero(groups[b] == KEEP_WHOLE).flatten().tolist()
         for group in torch.unique(groups[b][groups[b] >= 0]).tolist():
             members = torch.nonzero(groups[b] == group).flatten()
             count = int(choices[torch.randint(len(choices), (), generator=generator)])

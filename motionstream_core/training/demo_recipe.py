@@ -99,10 +99,11 @@ from ..codecs.patch_codec import PatchCodec
 from ..streaming.session import StreamingConfig
 from ..synthetic import SyntheticMotionConfig, clip_seed, generate_clip
 from ..synthetic.occlusion_clips import occlusion_clip
+from ..synthetic.region_drags import region_drag_tracks
 from ..model.wan_dit import WanDiT
 from ..model.weights import read_metadata
 from .checkpoints import load_weights, save_weights
-from .data import ClipAugmentation, ClipBatch, track_fields
+from .data import KEEP_WHOLE, ClipAugmentation, ClipBatch, track_fields
 from .ode_init import OdeInitConfig, OdeInitTrainer
 from .self_forcing_dmd import SelfForcingDMDConfig, SelfForcingDMDTrainer, check_rollout_length
 from .self_forcing_regression import SelfForcingRegressionConfig, SelfForcingRegressionTrainer
@@ -185,6 +186,11 @@ class RecipeConfig:
     regression_still_dropout: float = 0.0
     # Share of that stage's clips in which a sprite passes behind another and comes out (occlusion clips).
     regression_occlusion_share: float = 0.0
+    # Share of that stage's clips conditioned by one region drag per sprite (the editor's grid) instead of
+    # their own tracks, so that region drags move objects as a whole.
+    regression_region_share: float = 0.0
+    # Cells that move (differ from the clip's first frame) weigh 1 + this in that stage's loss.
+    regression_motion_weight: float = 0.0
     # Give the student's track head an occlusion branch (zero at first): hidden points are told apart from
     # unspecified ones (see `TrackEncoder`).
     occlusion_signal: bool = False
@@ -216,14 +222,20 @@ class RecipeConfig:
 
 def make_pool(
     codec: PatchCodec, count: int, frames: int, seed: int, size: int = DEMO_SIZE, max_speed: float = 2.5,
-    occlusion_share: float = 0.0,
+    occlusion_share: float = 0.0, region_share: float = 0.0,
 ) -> list[dict]:
     """Encoded training clips (dicts of ClipBatch fields without the batch dimension); the last
-    `occlusion_share` of them are occlusion clips (a sprite hidden behind another, then out again)."""
-    if not 0.0 <= occlusion_share <= 1.0:
-        raise ValueError(f"occlusion_share must be in [0, 1], got {occlusion_share}")
+    `occlusion_share` of them are occlusion clips (a sprite hidden behind another, then out again), and the
+    `region_share` before those are conditioned by one region drag per sprite as the editor writes it (the
+    DragController's grid, kept whole) instead of the clip's own tracks."""
+    for name, share in (("occlusion_share", occlusion_share), ("region_share", region_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {share}")
+    if occlusion_share + region_share > 1.0:
+        raise ValueError(f"occlusion_share + region_share must be at most 1, got {occlusion_share + region_share}")
     config = SyntheticMotionConfig(width=size, height=size, num_frames=frames, fps=DEMO_FPS, max_speed=max_speed)
     first_occlusion = count - round(count * occlusion_share)
+    first_region = first_occlusion - round(count * region_share)
     pool = []
     for index in range(count):
         clip = None
@@ -233,7 +245,12 @@ def make_pool(
             except ValueError:  # no room for this seed's occlusion: an ordinary clip instead
                 clip = None
         clip = clip or generate_clip(config, clip_seed(seed, index))
-        pool.append(encode_clip(codec, clip.frames, clip.tracks, track_groups=clip.metadata.track_sprite))
+        if first_region <= index < first_occlusion:
+            tracks = region_drag_tracks(clip)
+            groups = torch.full((tracks.num_tracks,), KEEP_WHOLE, dtype=torch.int64)
+        else:
+            tracks, groups = clip.tracks, clip.metadata.track_sprite
+        pool.append(encode_clip(codec, clip.frames, tracks, track_groups=groups))
     return pool
 
 
@@ -483,11 +500,12 @@ def _self_forcing_regression(run: _Run, student) -> Path:
     stage_start = time.monotonic()
     pool_seed = config.seed + 11 if config.regression_pool_seed is None else config.regression_pool_seed
     pool = make_pool(run.codec, config.regression_pool_clips, config.dmd_rollout_frames, pool_seed,
-                     max_speed=config.max_speed, occlusion_share=config.regression_occlusion_share)
+                     max_speed=config.max_speed, occlusion_share=config.regression_occlusion_share,
+                     region_share=config.regression_region_share)
     batches = _Batches(pool, config.batch_size, pool_seed)
     run.log(f"regression: {len(pool)} clips of {config.dmd_rollout_frames} frames in {time.monotonic() - stage_start:.0f} s")
     regression_config = SelfForcingRegressionConfig(
-        rollout_frames=config.dmd_rollout_frames, ema_decay=0.95,
+        rollout_frames=config.dmd_rollout_frames, ema_decay=0.95, motion_weight=config.regression_motion_weight,
         # An orthonormal PCA codec: pixel error = sum over components of variance x latent error.
         channel_weights=tuple(run.codec.scale.square().tolist()),
         augmentation=dataclasses.replace(SelfForcingRegressionConfig.augmentation,
@@ -624,6 +642,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="probability that a sprite that never moves loses all its tracks (it must stay put)")
     parser.add_argument("--regression-occlusion-share", type=float, default=RecipeConfig.regression_occlusion_share,
                         help="share of its clips in which a sprite passes behind another and comes out again")
+    parser.add_argument("--regression-region-share", type=float, default=RecipeConfig.regression_region_share,
+                        help="share of its clips conditioned by one region drag per sprite (the editor's grid)")
+    parser.add_argument("--regression-motion-weight", type=float, default=RecipeConfig.regression_motion_weight,
+                        help="cells that move (differ from the first frame) weigh 1 + this in its loss")
     parser.add_argument("--occlusion-signal", action="store_true",
                         help="give the student's track head an occlusion branch: hidden points apart from unspecified ones")
     parser.add_argument("--regression-snapshot-every", type=int, default=RecipeConfig.regression_snapshot_every,
@@ -661,6 +683,7 @@ def main(argv: list[str] | None = None) -> None:
         regression_tracks_per_sprite=tuple(args.regression_tracks_per_sprite),
         regression_still_dropout=args.regression_still_dropout,
         regression_occlusion_share=args.regression_occlusion_share, occlusion_signal=args.occlusion_signal,
+        regression_region_share=args.regression_region_share, regression_motion_weight=args.regression_motion_weight,
     )
     final = run_recipe(config, log=lambda m: print(m, flush=True))
     print(f"wrote {final}")

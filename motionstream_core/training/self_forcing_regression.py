@@ -38,6 +38,12 @@ class SelfForcingRegressionConfig:
     ema_decay: float = 0.99
     ema_start_step: int = 0
     grad_clip: float | None = 10.0
+    # Latent cells whose target differs from the clip's first frame (a moving object where it is and
+    # where it left) weigh 1 + motion_weight in the loss: in clips with a static background most cells
+    # never change, so without it a small object that fails to move costs almost nothing. A cell counts as
+    # changed when its channel-weighted mean squared difference exceeds motion_threshold.
+    motion_weight: float = 0.0
+    motion_threshold: float = 1e-3
     # Every track, never masked, no dropout: a clip is only determined by all of its tracks.
     augmentation: ClipAugmentation = ClipAugmentation(
         min_tracks=10_000, max_tracks=10_000, temporal_mask_probability=0.0, text_dropout=0.0, motion_dropout=0.0
@@ -46,6 +52,9 @@ class SelfForcingRegressionConfig:
     def __post_init__(self):
         if self.channel_weights is not None and (min(self.channel_weights) < 0 or sum(self.channel_weights) <= 0):
             raise ValueError("channel_weights must be non-negative and not all zero")
+        if not self.motion_weight >= 0 or not self.motion_threshold >= 0:  # also NaN
+            raise ValueError(f"motion_weight and motion_threshold must be non-negative, got "
+                             f"{self.motion_weight} and {self.motion_threshold}")
 
     def rollout_plan_config(self) -> SelfForcingDMDConfig:
         """The whole rollout is the scored window: every block carries gradient."""
@@ -55,13 +64,31 @@ class SelfForcingRegressionConfig:
         )
 
 
-def weighted_regression_loss(generated: torch.Tensor, target: torch.Tensor, channel_weights: torch.Tensor | None) -> torch.Tensor:
-    """Mean over [B, C, T, H, W] of the squared error, each channel scaled by its weight (mean weight 1)."""
-    error = (generated.float() - target.float()).square()
-    if channel_weights is not None:
-        weights = channel_weights.to(error) / channel_weights.float().mean()
-        error = error * weights.view(1, -1, *([1] * (error.ndim - 2)))
-    return error.mean()
+def _channel_weighted(values: torch.Tensor, channel_weights: torch.Tensor | None) -> torch.Tensor:
+    if channel_weights is None:
+        return values
+    weights = channel_weights.to(values) / channel_weights.float().mean()
+    return values * weights.view(1, -1, *([1] * (values.ndim - 2)))
+
+
+def changed_cells(target: torch.Tensor, channel_weights: torch.Tensor | None, threshold: float) -> torch.Tensor:
+    """[B, 1, T, H, W] float: 1 where the target latent [B, C, T, H, W] differs from its first frame by more than
+    `threshold` (channel-weighted mean squared difference)."""
+    difference = _channel_weighted((target.float() - target[:, :, :1].float()).square(), channel_weights)
+    return (difference.mean(dim=1, keepdim=True) > threshold).float()
+
+
+def weighted_regression_loss(
+    generated: torch.Tensor, target: torch.Tensor, channel_weights: torch.Tensor | None,
+    cell_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over [B, C, T, H, W] of the squared error, each channel scaled by its weight (mean weight 1);
+    with `cell_weights` [B, 1, T, H, W], a weighted mean over the cells (the weights' scale does not matter)."""
+    error = _channel_weighted((generated.float() - target.float()).square(), channel_weights)
+    if cell_weights is None:
+        return error.mean()
+    cell_weights = cell_weights.to(error)
+    return (error * cell_weights).mean() / cell_weights.mean()
 
 
 class SelfForcingRegressionTrainer:
@@ -97,7 +124,12 @@ class SelfForcingRegressionTrainer:
         )
         noise = PerSampleNoise(seed, batch.sample_ids, STREAM_ROLLOUT)
         generated = self_forcing_rollout(self.student, batch, self.streaming, plan, noise)
-        return weighted_regression_loss(generated, batch.latents[:, :, :frames], self.channel_weights)
+        target = batch.latents[:, :, :frames]
+        cell_weights = None
+        if self.config.motion_weight > 0:
+            changed = changed_cells(target, self.channel_weights, self.config.motion_threshold)
+            cell_weights = 1 + self.config.motion_weight * changed
+        return weighted_regression_loss(generated, target, self.channel_weights, cell_weights)
 
     def train_step(self, batch: ClipBatch) -> dict[str, float]:
         device = self.student.transformer.patch_embedding.weight.device
