@@ -321,6 +321,8 @@ def drift(demo, chunks: int, seed: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="demo-format weights (default: the shipped model)")
+    parser.add_argument("--pca-decoder", action="store_true",
+                        help="decode with the codec's PCA alone, not the learned decoder (figures before it shipped)")
     parser.add_argument("--clips", type=int, default=48,
                         help="track-following clips (means over 16 clips scatter by about 1 px from set to set)")
     parser.add_argument("--frames", type=int, default=31, help="frames per held-out clip (1 + 3k)")
@@ -345,10 +347,11 @@ def main() -> None:
                         help="grid tracks per side for region drags (default: the editor's for the frame, 8 at 128x128)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    demo = load_demo_model(args.model)
+    demo = load_demo_model(args.model, decoder="pca" if args.pca_decoder else None)
     overrides = json.loads(args.streaming)
     demo.streaming = dataclasses.replace(demo.streaming, **overrides)
-    report = {"model": args.model or "shipped", "threads": args.threads, "streaming_overrides": overrides}
+    report = {"model": args.model or "shipped", "threads": args.threads, "streaming_overrides": overrides,
+              "decoder": "pca" if args.pca_decoder else type(demo.codec).__name__}
 
     if "speed" not in args.skip:
         image, tracks = load_demo_image(), load_demo_tracks()

@@ -269,7 +269,7 @@ class _StubStreaming:
 class _StubDemo:
     """Stands in for the demo model, so the CLI's checks and plumbing run in milliseconds."""
 
-    size, fps = 128, 16.0
+    size, fps, codec = 128, 16.0, None
 
     def __init__(self):
         self.streaming, self.calls = _StubStreaming(), []
@@ -287,7 +287,7 @@ def stub_demo(monkeypatch):
     import motionstream_core.demo.__main__ as cli
 
     demo = _StubDemo()
-    monkeypatch.setattr(cli, "load_demo_model", lambda path=None: demo)
+    monkeypatch.setattr(cli, "load_demo_model", lambda path=None, decoder=None: demo)
     return demo
 
 

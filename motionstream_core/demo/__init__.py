@@ -2,6 +2,7 @@
 
 from .animated_png import write_animated_png
 from .model import (
+    DECODER_FILE,
     DEFAULT_FRAMES,
     MODEL_FILE,
     DemoModel,
@@ -13,6 +14,7 @@ from .model import (
 )
 
 __all__ = [
+    "DECODER_FILE",
     "DEFAULT_FRAMES",
     "MODEL_FILE",
     "DemoModel",

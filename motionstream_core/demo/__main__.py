@@ -5,15 +5,15 @@
 loads the small demo model that ships in `motionstream_core/demo/assets/` (a Wan 2.1 DiT of the same
 architecture, 128x128, trained end to end on synthetic sprite clips by
 `motionstream_core.training.demo_recipe`), streams chunks with `StreamingSession`, decodes each
-chunk with the model's `PatchCodec` as it arrives, writes an animated PNG (browsers play it) and
-prints the frames per second.
+chunk as it arrives (the model's `PatchCodec` plus the shipped learned decoder, when it was trained
+for the model's codec), writes an animated PNG (browsers play it) and prints the frames per second.
 
 Options: --tracks (a tracks file in any format the `motion.formats` registry knows by suffix, e.g.
 widget JSON), --image (a PNG or JPEG, or .npy uint8 [H, W, 3] or float in [0, 1]), --frames, --seed,
 --no-sinks (the same cache without its sink frames, for comparison), --no-tracks (the null-motion
 input), --motion-scale (motion guidance of the student, one more forward per step; 0 turns it off;
-default: the model's), --model (another demo-format checkpoint), --scale (pixel repeat of the
-written video).
+default: the model's), --model (another demo-format checkpoint), --pca-decoder (decode with the plain
+PCA of the codec, without the learned decoder, for comparison), --scale (pixel repeat of the written video).
 
 Every argument and input file is checked before the video is generated. A problem is reported as
 one line, ``error: ...``, on stderr: exit code 2 for a bad argument or input (nothing was
@@ -34,6 +34,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ..codecs.learned_decoder import RefinedPatchCodec
 from ..motion.formats import accepted_suffixes
 from ..motion.geometry import rescale_tracks
 from .animated_png import write_animated_png
@@ -65,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, help=f"video frames to stream, 1 to {MAX_DEMO_FRAMES} "
                                                    f"(default: the tracks' length, or {DEFAULT_FRAMES})")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pca-decoder", action="store_true",
+                        help="decode with the codec's plain PCA decode, not the learned decoder (comparison)")
     parser.add_argument("--no-sinks", action="store_true", help="drop the sink frames from the cache (comparison)")
     parser.add_argument("--no-tracks", action="store_true", help="stream with the null-motion input")
     parser.add_argument("--motion-scale", type=float,
@@ -117,7 +120,8 @@ def _run(argv: list[str] | None) -> int:
                              "pass --frames")
     else:
         num_frames = DEFAULT_FRAMES
-    demo = _load("--model", args.model, load_demo_model)
+    decoder = "pca" if args.pca_decoder else None
+    demo = _load("--model", args.model, lambda path: load_demo_model(path, decoder=decoder))
     if args.motion_scale is not None:
         demo.streaming = dataclasses.replace(demo.streaming, motion_scale=args.motion_scale)
     if tuple(image.shape[1:]) != (demo.size, demo.size):
@@ -138,6 +142,7 @@ def _run(argv: list[str] | None) -> int:
         "frames_per_second": round(result.frames_per_second, 1), "first_chunk_ms": round(1000 * result.first_chunk_seconds, 1),
         "realtime_fps": demo.fps, "sinks": not args.no_sinks, "tracks": tracks is not None,
         "motion_scale": demo.streaming.motion_scale,
+        "decoder": "learned" if isinstance(demo.codec, RefinedPatchCodec) else "pca",
     }))
     print(f"wrote {path}: {result.frames.shape[0]} frames at {result.frames_per_second:.1f} frames/s "
           f"(model + decoding, {torch.get_num_threads()} threads; real time is {demo.fps:g} frames/s)")

@@ -1,7 +1,9 @@
 """The embedded demo model: a small Wan 2.1 student with its own codec, and the example it ships with.
 
 The weights, example image and tracks live in `assets/` beside this file; `DemoModel.stream` runs the
-streaming session and decodes each chunk with the model's `PatchCodec` as it arrives.
+streaming session and decodes each chunk as it arrives: with the model's `PatchCodec` plus the small learned
+decoder in `assets/demo_decoder.safetensors` (`RefinedPatchCodec`) when that file is there and was trained for
+the model's codec, else with the plain PCA decode.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..codecs.learned_decoder import RefinedPatchCodec, codec_fingerprint, load_refined_codec
 from ..codecs.patch_codec import PatchCodec
 from ..model.weights import read_metadata
 from ..motion.formats import load_tracks_file
@@ -30,6 +33,7 @@ from ..training.conditioned_model import TrackConditionedDiT
 
 ASSETS = "assets"
 MODEL_FILE = "demo_model.safetensors"
+DECODER_FILE = "demo_decoder.safetensors"
 IMAGE_FILE = "demo_image.npy"
 TRACKS_FILE = "demo_tracks.json"
 DEFAULT_FRAMES = 64
@@ -44,6 +48,7 @@ class StreamResult:
     frames: torch.Tensor  # [T, 3, H, W] in [0, 1]
     seconds: float  # generation + decoding, wall clock
     first_chunk_seconds: float
+    latents: torch.Tensor | None = None  # [1, C, T, h, w] as generated, with keep_latents=True
 
     @property
     def frames_per_second(self) -> float:
@@ -54,7 +59,7 @@ class StreamResult:
 class DemoModel:
     model: TrackConditionedDiT
     streaming: StreamingConfig
-    codec: PatchCodec
+    codec: PatchCodec | RefinedPatchCodec
     size: int
     fps: float
     renumber_track_ids: bool = True
@@ -111,11 +116,13 @@ class DemoModel:
         sinks: bool = True,
         on_frames: Callable[[torch.Tensor], None] | None = None,
         keep_frames: bool = True,
+        keep_latents: bool = False,
     ) -> StreamResult:
         """Streams `num_frames` video frames from `image` [3, H, W] in [0, 1] following `tracks`.
 
         Each chunk is decoded as soon as it is generated (`on_frames` gets [t, 3, H, W]); the
-        time counts both. With `keep_frames=False` only the frame count is kept (long rollouts).
+        time counts both. With `keep_frames=False` only the frame count is kept (long rollouts);
+        `keep_latents=True` also returns the generated latents (to decode them another way).
         """
         if tuple(image.shape) != (3, self.size, self.size):
             raise ValueError(f"the demo model takes a 3x{self.size}x{self.size} image, got {tuple(image.shape)}")
@@ -125,9 +132,11 @@ class DemoModel:
             text=self.text(), first_frame_latents=self.first_frame_latents(image),
             motion_providers=[self.track_provider(tracks)],
         ))
-        frames, produced, first_chunk = [], 0, None
+        frames, latents, produced, first_chunk = [], [], 0, None
         while produced < num_frames:
             chunk = session.next_chunk()
+            if keep_latents:
+                latents.append(chunk.latents[:, :, : num_frames - produced])
             decoded = self.codec.decode_images(chunk.latents)[: num_frames - produced]
             produced += decoded.shape[0]
             if first_chunk is None:
@@ -138,11 +147,17 @@ class DemoModel:
                 frames.append(decoded)
         seconds = time.perf_counter() - began
         video = torch.cat(frames) if frames else torch.zeros(0, 3, self.size, self.size)
-        return StreamResult(video, seconds, first_chunk or 0.0)
+        return StreamResult(video, seconds, first_chunk or 0.0, torch.cat(latents, dim=2) if latents else None)
 
 
-def load_demo_model(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> DemoModel:
+def load_demo_model(
+    path: str | Path | None = None, dtype: torch.dtype = torch.float32, decoder: str | Path | None = None
+) -> DemoModel:
     """The shipped demo model (or another file the demo recipe wrote).
+
+    `decoder`: None decodes with the shipped learned decoder when it is there and was trained for this
+    model's codec, else with the PCA decode; "pca" always with the PCA decode; a path, with the decoder
+    in that file (a ``ValueError`` naming it if it was trained for another codec).
 
     A missing file is a ``FileNotFoundError``; a file that is not a demo model, or cannot be read,
     a ``ValueError`` naming it.
@@ -166,10 +181,24 @@ def load_demo_model(path: str | Path | None = None, dtype: torch.dtype = torch.f
     except Exception as error:  # safetensors, json and torch raise their own types for a corrupt file
         raise ValueError(f"cannot read demo model {path.name}: {type(error).__name__}: {error}") from error
     model.eval().requires_grad_(False)
+    codec = with_decoder(codec, decoder)
     return DemoModel(
         model=model, streaming=streaming, codec=codec, size=size, fps=fps,
         renumber_track_ids=metadata.get("track_ids", "renumber") == "renumber",
     )
+
+
+def with_decoder(codec: PatchCodec, decoder: str | Path | None) -> PatchCodec | RefinedPatchCodec:
+    """`codec` decoding as `load_demo_model`'s `decoder` argument says."""
+    if decoder == "pca":
+        return codec
+    if decoder is not None:
+        return load_refined_codec(decoder, codec)
+    shipped = asset_path(DECODER_FILE)
+    # The shipped decoder belongs to the shipped model's codec; another model's codec decodes with PCA.
+    if not shipped.is_file() or read_metadata(shipped).get("codec_sha256") != codec_fingerprint(codec):
+        return codec
+    return load_refined_codec(shipped, codec)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
