@@ -52,6 +52,22 @@ points nobody specified), a quarter of the clips occlusion clips (a sprite passe
         --regression-occlusion-share 0.25
     python -m motionstream_core.training.demo_recipe --out runs/occ_occl ... (the same) ... --occlusion-signal
 
+Region drags and moving cells (issue 21): two runs from those weights, side by side on one thread each, 98 minutes,
+1,200 fresh clips (pool seed 21) of which 30% are conditioned by one region drag per sprite as the editor writes it
+(the DragController's 8x8 grid, kept whole) and the rest by a few tracks per sprite as above; the second also weighs
+the latent cells that move 5x in the loss (`--regression-motion-weight 4`):
+
+    python -m motionstream_core.training.demo_recipe --out runs/reg_region_a --threads 1 --teacher-steps 0 --pool-clips 4 \
+        --student-init motionstream_core/demo/assets/demo_model.safetensors --dmd-steps 0 --regression-minutes 98 \
+        --regression-lr 1e-4 --regression-pool-clips 1200 --regression-pool-seed 21 --regression-snapshot-every 20 \
+        --warmup-steps 5 --final-lr-fraction 0.3 --regression-tracks-per-sprite 1 1 1 2 5 --regression-still-dropout 0.5 \
+        --regression-region-share 0.3
+    python -m motionstream_core.training.demo_recipe --out runs/reg_region_c ... (the same) ... --regression-motion-weight 4
+    python -m motionstream_core.training.demo_recipe --export-only runs/reg_region_c/regression_ema.safetensors \
+        --export-assets motionstream_core/demo/assets
+
+The second run's end EMA is shipped (bench/RESULTS.md compares both with the weights before).
+
 The export's `--streaming` sets the inference settings stored with the weights (e.g. context noise:
 the commit pass sees the chunk re-noised); without it, the settings the last stage trained with.
 
