@@ -107,12 +107,9 @@ def dragged_clip(clip: SyntheticClip, sprite: int, first_frame: int, new_path: t
 
 def sprite_tracks_from(clip: SyntheticClip, sprite: int, first_frame: int) -> TrackSet:
     """The clip's tracks of `sprite`, visible (where the clip's are) only from `first_frame` on."""
-    own = clip.metadata.track_sprite == sprite
-    tracks = clip.tracks
-    visibility = tracks.visibility[:, own].clone()
-    visibility[:first_frame] = False
-    return dataclasses.replace(tracks, points=tracks.points[:, own], visibility=visibility,
-                               track_ids=tracks.track_ids[own], static=tracks.static[own])
+    tracks = clip.tracks.select((clip.metadata.track_sprite == sprite).nonzero().squeeze(1))
+    later = torch.arange(tracks.num_frames)[:, None] >= first_frame  # before it, the tracks say nothing
+    return dataclasses.replace(tracks, visibility=tracks.visibility & later, specified=tracks.specified & later)
 
 
 def edit_epe(frames: torch.Tensor, target: SyntheticClip, sprite: int, first_frame: int) -> float:
