@@ -6,7 +6,8 @@ Clips: `clip_config` (what a clip is drawn from), `sprites`, `backgrounds`,
 `trajectories`, `rendering`, `clips` (generation with exact tracks), `dataset`
 (map-style dataset and batch collation), `occlusion_clips` (a sprite that passes
 behind another and comes out again), `track_spans` (tracks given over part of a
-clip), `region_drags` (one region drag per sprite, as the editor writes it). Scores, of ``[T, 3, H, W]`` RGB frames in ``[0, 1]`` at the clip's size:
+clip), `region_drags` (one region drag per sprite, as the editor writes it).
+Scores, of ``[T, 3, H, W]`` RGB frames in ``[0, 1]`` at the clip's size:
 `colour_membership` and `sprite_location` (finding sprites by colour),
 `track_following` (end-point error against the requested tracks), `persistence`
 (sprites without tracks kept and left in place), `sprite_colour` and

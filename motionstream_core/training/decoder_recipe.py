@@ -22,9 +22,9 @@ drifted), whose error has a median near zero whatever the decoder does; MSE rewa
 which smooths the token blocks and speckle.
 
 Data: synthetic clips (128x128; dataset seeds 31 and 32: no training pool, validation or held-out set
-uses them) streamed by the demo model (the shipped decoder: by the student shipped before the region-drag fine-tune,
-whose latents look alike; it serves both, as it only depends on the codec) from their first frame with their own tracks, as the demo
-and bench_demo.py stream them (noise seed = clip index). Each generated latent frame is paired with
+uses them) streamed by the demo model from their first frame with their own tracks, as the demo and
+bench_demo.py stream them (noise seed = clip index). The shipped decoder saw the student shipped before
+the region-drag fine-tune, whose latents look alike; it serves both, as it depends only on the codec. Each generated latent frame is paired with
 the clip's true frame: the decoder learns to turn what the student actually produces (token-sized
 blocks, speckle around sprites) into the frame it should have been. A share of each batch is the
 codec's clean encoding of true frames, so that a good latent still decodes as well as the PCA does.
