@@ -156,11 +156,18 @@ WAN_LATENT_FAMILIES = {
 }
 
 
-def wan_codec_and_defaults(out_channels: int, has_track_head: bool, is_image_to_video: bool):
-    """(codec, streaming defaults) of a Wan checkpoint; Wan 2.1 latents unless its channels say otherwise."""
+def wan_latent_family(out_channels: int):
+    """(codec, the family's streaming preset or None) of a Wan checkpoint; Wan 2.1 latents unless its channels
+    say otherwise."""
     codec, preset = WAN_LATENT_FAMILIES.get(out_channels, (WanLatents, None))
+    return codec(), preset
+
+
+def wan_codec_and_defaults(out_channels: int, has_track_head: bool, is_image_to_video: bool):
+    """(codec, streaming defaults) of a Wan checkpoint, the defaults from its latent family or else from its kind."""
+    codec, preset = wan_latent_family(out_channels)
     defaults = preset() if preset is not None else StreamingConfig.for_checkpoint(has_track_head, is_image_to_video)
-    return codec(), defaults
+    return codec, defaults
 
 
 class PatchCodecFrames:

@@ -13,7 +13,7 @@ from motionstream_core.demo import asset_path, load_demo_image, load_demo_model,
 
 from . import downloads, host
 from .inputs import Need, text_embedding
-from .latent_codecs import LatentCodec, PatchCodecLatents, wan_codec_and_defaults, WanLatents
+from .latent_codecs import LatentCodec, PatchCodecLatents, wan_latent_family, WanLatents
 
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CATEGORY = "MotionStream/loaders"
@@ -114,15 +114,15 @@ def load_file_with_info(model_name: str, dtype: torch.dtype | None) -> tuple[Mot
     path = downloads.resolve("diffusion_models", model_name)
     dit, track_weights = load_dit(path, dtype=dtype, device=host.offload_device())
     track_encoder = TrackEncoder.from_state_dict(track_weights).to(dit.dtype) if track_weights else None
-    codec, defaults = wan_codec_and_defaults(dit.config.out_channels, track_encoder is not None,
-                                             dit.config.is_image_to_video)
-    if isinstance(codec, WanLatents):  # Wan 2.1 latents: the family's preset, from what the file holds
+    codec, family_preset = wan_latent_family(dit.config.out_channels)
+    if family_preset is None:  # Wan 2.1 latents: the checkpoint family's preset, from what the file holds
         facts = CheckpointFacts.for_file(path, track_encoder is not None, dit.config.is_image_to_video,
                                          read_metadata(path))
         choice = choose_preset(facts)
         defaults = StreamingConfig.from_preset(choice.preset.name)
         family, preset, source = f"{choice.family.title}, {choice.evidence}", choice.preset.name, choice.preset.source
     else:
+        defaults = family_preset()
         family = f"a Wan model with {dit.config.out_channels}-channel latents ({type(codec).__name__})"
         preset, source = "that latent family's own (latent_codecs.WAN_LATENT_FAMILIES)", None
     model = MotionStreamModel(dit.eval().requires_grad_(False), track_encoder, defaults, path, codec=codec)
