@@ -2,6 +2,9 @@
 // (`motionstream.frames` events) at the clip's fps while the run is still going, with a Stop button
 // that ends the stream cleanly (the node returns with its video file; Cancel still interrupts).
 // `motionstream.status` events say when a stream starts and how it ended (done, stopped, cancelled).
+// A stream with a prompt schedule offers its prompts in its first status: the preview then shows a
+// prompt row that switches the prompt from the next chunk on (and takes new text when the schedule has
+// a text encoder).
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -10,6 +13,7 @@ const NODE_NAME = "MotionStreamStreamingSampler";
 const FRAMES_EVENT = "motionstream.frames";
 const STATUS_EVENT = "motionstream.status";
 const STOP_ROUTE = "/motionstream/stop";
+const PROMPT_ROUTE = "/motionstream/live_prompt";
 // About two minutes at 16 fps; older frames are dropped so a long stream cannot exhaust memory.
 const MAX_KEPT_FRAMES = 2000;
 const MIN_PREVIEW_HEIGHT = 200;
@@ -25,13 +29,76 @@ function frameUrl(frame) {
   return frame.startsWith("data:") ? frame : `data:image/jpeg;base64,${frame}`;
 }
 
+function styledButton(label, title) {
+  const button = Object.assign(document.createElement("button"), { type: "button", textContent: label, title });
+  Object.assign(button.style, { flex: "0 0 auto", font: "12px sans-serif", padding: "1px 8px", cursor: "pointer" });
+  return button;
+}
+
+/**
+ * The prompt row of a stream that offers prompt switches ({ prompts: [{ index, start }], text }): a list of
+ * the schedule's prompts with a Switch button, and a text field for a new prompt when the stream can encode
+ * text. `choose({ index } or { text })` sends the switch.
+ */
+function createPromptRow(choose) {
+  const row = document.createElement("div");
+  const select = document.createElement("select");
+  const switchButton = styledButton("Switch", "Switch the stream to this prompt of its schedule from the next chunk on");
+  const text = Object.assign(document.createElement("input"), { type: "text", placeholder: "new prompt, Enter to switch" });
+  const sendButton = styledButton("Send", "Switch the stream to this new prompt from the next chunk on");
+  const note = document.createElement("div");
+  Object.assign(row.style, { display: "none", flexWrap: "wrap", alignItems: "center", gap: "4px", font: "12px sans-serif" });
+  Object.assign(select.style, { font: "12px sans-serif", maxWidth: "9em" });
+  Object.assign(text.style, { flex: "1 1 8em", minWidth: "4em", font: "12px sans-serif" });
+  Object.assign(note.style, { flexBasis: "100%", font: "12px monospace", opacity: "0.85", overflowWrap: "anywhere" });
+  row.append(select, switchButton, text, sendButton, note);
+  let offered = null;
+
+  function sendText() {
+    const value = text.value.trim();
+    if (!value) return;
+    choose({ text: value });
+  }
+  switchButton.addEventListener("click", () => choose({ index: Number(select.value) }));
+  sendButton.addEventListener("click", sendText);
+  // Typing goes to the field, not to the graph's keyboard shortcuts.
+  text.addEventListener("keydown", (event) => {
+    event.stopPropagation();
+    if (event.key === "Enter") sendText();
+  });
+
+  return {
+    row,
+    offer(live) {
+      offered = live && Array.isArray(live.prompts) && live.prompts.length ? live : null;
+      select.replaceChildren(
+        ...(offered?.prompts ?? []).map(({ index, start }) =>
+          Object.assign(document.createElement("option"), {
+            value: String(index),
+            textContent: `prompt ${Number(index) + 1} (${Number(start)} s)`,
+          }),
+        ),
+      );
+      text.style.display = sendButton.style.display = offered?.text ? "" : "none";
+      text.value = "";
+      note.textContent = "";
+    },
+    show(streaming) {
+      row.style.display = offered && streaming ? "flex" : "none";
+    },
+    note(message) {
+      note.textContent = message;
+    },
+  };
+}
+
 /**
  * A small frame player: push() chunks of base64 JPEG frames, it plays them in order at the given
  * fps, waits when it runs out while the stream goes on, skips to the newest chunk when it falls
  * behind, and loops the clip once the stream has ended. `onStop({ promptId, token })` is called by
- * the Stop button.
+ * the Stop button; `onPrompt({ promptId, token }, { index } or { text })` by the prompt row.
  */
-export function createFramePlayer(container, { onStop } = {}) {
+export function createFramePlayer(container, { onStop, onPrompt } = {}) {
   const canvas = document.createElement("canvas");
   const bar = document.createElement("div");
   const status = document.createElement("div");
@@ -48,7 +115,8 @@ export function createFramePlayer(container, { onStop } = {}) {
   Object.assign(stopButton.style, { flex: "0 0 auto", font: "12px sans-serif", padding: "1px 10px", cursor: "pointer" });
   Object.assign(container.style, { display: "flex", flexDirection: "column", gap: "2px", height: "100%" });
   bar.append(status, stopButton);
-  container.append(canvas, bar);
+  const prompts = createPromptRow((choice) => onPrompt?.({ promptId, token }, choice));
+  container.append(canvas, bar, prompts.row);
   const context = canvas.getContext("2d");
 
   let frames = [];
@@ -86,6 +154,7 @@ export function createFramePlayer(container, { onStop } = {}) {
     stopButton.style.cursor = canStop ? "pointer" : "default";
     stopButton.style.opacity = canStop ? "1" : "0.5";
     stopButton.textContent = state === "stopping" ? "Stopping…" : "Stop";
+    prompts.show(!ended && Boolean(token) && state !== "stopping");
   }
 
   function draw(image) {
@@ -139,6 +208,7 @@ export function createFramePlayer(container, { onStop } = {}) {
     shownVersion = 0;
     file = null;
     problem = null;
+    prompts.offer(null);
   }
 
   function follow(detail) {
@@ -150,6 +220,7 @@ export function createFramePlayer(container, { onStop } = {}) {
     canvas,
     status,
     stopButton,
+    promptRow: prompts.row,
     latencies,
     get frameCount() {
       return frames.length;
@@ -209,6 +280,7 @@ export function createFramePlayer(container, { onStop } = {}) {
     setStatus(detail) {
       follow(detail);
       const next = String(detail.state ?? ""); // "streaming" only brings the token: Stop works before the frames
+      if (next === "streaming" && detail.live_prompts) prompts.offer(detail.live_prompts);
       if (ENDED_STATES.has(next)) {
         state = next;
         ended = true;
@@ -224,6 +296,11 @@ export function createFramePlayer(container, { onStop } = {}) {
       state = endState;
       ended = true;
       describe();
+    },
+
+    /** How the server answered a prompt switch: shown in the prompt row. */
+    promptAnswered(message) {
+      prompts.note(message);
     },
 
     stopFailed(message) {
@@ -257,38 +334,64 @@ export function createFramePlayer(container, { onStop } = {}) {
   return player;
 }
 
-async function requestStop(node, stream) {
-  const player = node.motionstreamPlayer;
-  try {
-    const response = await api.fetchApi(STOP_ROUTE, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({
-        prompt_id: stream.promptId,
-        node_id: String(node.id),
-        token: stream.token,
-        client_id: api.clientId ?? api.initialClientId ?? null,
-      }),
-    });
-    if (response.ok) return;
-    let error = "";
+/**
+ * POSTs `fields` for the stream of `node` (its ids, token and this client's id go with them). Returns
+ * { ok, status, error } (error: the server's message, if any); a network failure throws.
+ */
+async function postToStream(route, node, stream, fields = {}) {
+  const response = await api.fetchApi(route, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({
+      prompt_id: stream.promptId,
+      node_id: String(node.id),
+      token: stream.token,
+      client_id: api.clientId ?? api.initialClientId ?? null,
+      ...fields,
+    }),
+  });
+  let error = "";
+  if (!response.ok) {
     try {
       error = (await response.json())?.error ?? "";
     } catch {
       // not JSON
     }
-    if (response.status === 404) return; // it ended meanwhile
-    console.warn(`MotionStream: Stop refused (${response.status}): ${error}`);
-    player.stopFailed(`Stop refused: ${error || response.status}`);
+  }
+  return { ok: response.ok, status: response.status, error };
+}
+
+async function requestStop(node, stream) {
+  const player = node.motionstreamPlayer;
+  try {
+    const { ok, status, error } = await postToStream(STOP_ROUTE, node, stream);
+    if (ok || status === 404) return; // 404: it ended meanwhile
+    console.warn(`MotionStream: Stop refused (${status}): ${error}`);
+    player.stopFailed(`Stop refused: ${error || status}`);
   } catch (error) {
     console.warn("MotionStream: could not send Stop", error);
     player.stopFailed("Stop not sent");
   }
 }
 
+async function requestPromptSwitch(node, stream, choice) {
+  const player = node.motionstreamPlayer;
+  const what = choice.text !== undefined ? "the new prompt" : `prompt ${choice.index + 1}`;
+  try {
+    const { ok, status, error } = await postToStream(PROMPT_ROUTE, node, stream, choice);
+    player.promptAnswered(ok ? `${what} from the next chunk` : `${what} refused: ${error || status}`);
+  } catch (error) {
+    console.warn("MotionStream: could not send the prompt switch", error);
+    player.promptAnswered(`${what} not sent`);
+  }
+}
+
 function setUpPreview(node) {
   const container = document.createElement("div");
-  const player = createFramePlayer(container, { onStop: (stream) => requestStop(node, stream) });
+  const player = createFramePlayer(container, {
+    onStop: (stream) => requestStop(node, stream),
+    onPrompt: (stream, choice) => requestPromptSwitch(node, stream, choice),
+  });
   node.motionstreamPlayer = player;
   const previewWidget = node.addDOMWidget("live_preview", "motionstream_live_preview", container, {
     serialize: false,

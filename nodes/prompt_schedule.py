@@ -8,7 +8,8 @@ the new prompt (LongLive), "keep" leaves them (see motionstream_core/streaming/p
 
 A live switch names one of the schedule's prompts by index (from 0), or gives new text, which needs a
 CLIP (the umT5 text encoder) connected to the schedule: the text is encoded on the generating thread
-just before the next chunk. A live switch holds for the rest of the stream, as a live drag does.
+just before the next chunk. A live switch holds for the rest of the stream, as a live drag does. The
+sampler's live preview offers these switches (a prompt row, js/live_preview.js) from the stream's first status.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ class MotionStreamPromptSchedule:
         optional["previous"] = ("MOTIONSTREAM_PROMPTS", {
             "tooltip": "An earlier schedule these prompts follow (their times must come after its last)."})
         optional["clip"] = ("CLIP", {
-            "tooltip": "The umT5 text encoder: lets the running stream take newly typed prompts "
-                       "(POST /motionstream/live_prompt with text). Without it, live switches pick a prompt "
-                       "of this schedule by index."})
+            "tooltip": "The umT5 text encoder: lets the running stream take newly typed prompts (the prompt row "
+                       "of the sampler's preview, or POST /motionstream/live_prompt with text). Without it, live "
+                       "switches pick a prompt of this schedule."})
         return {
             "required": {
                 "prompt_1": ("CONDITIONING", {"tooltip": prompt_tooltip}),
@@ -129,6 +130,13 @@ class LivePrompts:
             raise ValueError("this stream cannot encode text: connect a CLIP (the umT5 text encoder) to its "
                              "Prompt Schedule's clip input, or switch by index")
         return self.timeline.switch_live(lambda: self._encode(text), prompt_change)
+
+    def offer(self) -> dict:
+        """What the live preview offers the user, in the stream's first status message: the schedule's prompts
+        (index for POST /motionstream/live_prompt, start in seconds) and whether new text can be typed."""
+        return {"prompts": [{"index": index, "start": prompt.start_seconds}
+                            for index, prompt in enumerate(self.timeline.schedule.prompts)],
+                "text": self._encode is not None}
 
     def before_chunk(self, session, device, dtype) -> None:
         """On the generating thread, before each chunk: hands the session the prompt change due, if any."""

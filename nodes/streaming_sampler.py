@@ -241,7 +241,9 @@ class MotionStreamStreamingSampler:
                                            seed=seed, interrupt=interrupt, **ACCELERATIONS[acceleration])
                 session.start(conditions)
                 with registration:
-                    host.send_status(unique_id, "streaming", num_frames=length, fps=fps)
+                    # Prompt switches are offered only to the client that can make them (the one holding the token).
+                    offer = {"live_prompts": prompts.offer()} if prompts is not None and registration.token else {}
+                    host.send_status(unique_id, "streaming", num_frames=length, fps=fps, **offer)
                     if pace_to_playback and decoder.live and registration.token is not None and host.has_server():
                         pacer = PlaybackPacer(fps, sleep=pause)
                     chunk_count, stopped = self._stream(

@@ -368,6 +368,32 @@ def test_live_text_the_model_cannot_take_is_dropped_with_a_warning(pack, model, 
     assert torch.equal(latents, baseline), "the stream went on with its prompt"
 
 
+def _streaming_status(host, node_id) -> dict:
+    return next(data for event, data in host.sent_messages
+                if event == host.MESSAGE_STATUS and data["node"] == str(node_id) and data["state"] == "streaming")
+
+
+def test_the_streaming_status_offers_the_schedules_prompts_to_the_live_preview(pack, model, tiny_vae):
+    host = pack.nodes.host
+    schedule = _scheduled(pack, (0.5, PROMPT_B))  # positive runs until 0.5 s: prompt 0 is positive
+    host.sent_messages.clear()
+    _latents(pack, model, tiny_vae, positive=_conditioning(PROMPT_A), prompt_schedule=schedule)
+    inputs = _sampler_inputs(model, tiny_vae)
+    offer = _streaming_status(host, inputs["unique_id"])["live_prompts"]
+    assert offer == {"prompts": [{"index": 0, "start": 0.0}, {"index": 1, "start": 0.5}], "text": False}
+
+    clip = FakeCLIP({})
+    with_clip = pack.NODE_CLASS_MAPPINGS["MotionStreamPromptSchedule"]().build(
+        prompt_1=_conditioning(PROMPT_A), start_1=0.0, prompt_change="keep", clip=clip)[0]
+    host.sent_messages.clear()
+    _latents(pack, model, tiny_vae, prompt_schedule=with_clip)
+    assert _streaming_status(host, inputs["unique_id"])["live_prompts"]["text"] is True
+
+    host.sent_messages.clear()
+    _latents(pack, model, tiny_vae, positive=_conditioning(PROMPT_A))
+    assert "live_prompts" not in _streaming_status(host, inputs["unique_id"]), "no schedule, nothing to switch"
+
+
 @pytest.fixture
 def live_control(pack):
     return pack.nodes.live_control

@@ -770,4 +770,95 @@ describe("ComfyUI extensions against stub app/api modules", () => {
     assert.deepEqual(errors, []);
     await page.close();
   });
+
+  test("live preview: a stream with a prompt schedule offers its prompts, Switch and Enter send them", async () => {
+    const { page, errors } = await openHarness();
+    await page.evaluate(async () => {
+      document.body.innerHTML = '<div id="preview" style="width:320px;height:260px"></div>';
+      const { app } = await import("/scripts/app.js");
+      const { api } = await import("/scripts/api.js");
+      await import("/extensions/motionstream/live_preview.js");
+      for (const extension of app.extensions) await extension.setup?.();
+      const { FakeNode } = await import("/scripts/fake_node.js");
+      class StreamingNode extends FakeNode {}
+      for (const extension of app.extensions) {
+        await extension.beforeRegisterNodeDef?.(StreamingNode, { name: "MotionStreamStreamingSampler" });
+      }
+      window.__node = new StreamingNode(6, "preview");
+      window.__node.onNodeCreated();
+      api.clientId = "client-c";
+      window.__send = (type, detail) => api.dispatchEvent(new CustomEvent(type, { detail }));
+    });
+    const row = () =>
+      page.evaluate(() => {
+        const { promptRow } = window.__node.motionstreamPlayer;
+        const [select, , text] = promptRow.children;
+        return {
+          shown: promptRow.style.display !== "none",
+          options: [...select.options].map((option) => option.textContent),
+          textShown: text.style.display !== "none",
+          note: promptRow.lastChild.textContent,
+        };
+      });
+    const promptRequests = async () =>
+      (await page.evaluate(async () => (await import("/scripts/api.js")).api.requests))
+        .filter((request) => request.route === "/motionstream/live_prompt")
+        .map((request) => JSON.parse(request.body));
+
+    // A stream without a schedule: no prompt row.
+    await page.evaluate(() =>
+      window.__send("motionstream.status", { node: "6", prompt_id: "p-1", state: "streaming", live_token: "tok-1" }),
+    );
+    assert.equal((await row()).shown, false);
+
+    // With one (no text encoder): its prompts by start time, no text field.
+    await page.evaluate(() =>
+      window.__send("motionstream.status", {
+        node: "6", prompt_id: "p-2", state: "streaming", live_token: "tok-2",
+        live_prompts: { prompts: [{ index: 0, start: 0 }, { index: 1, start: 5 }], text: false },
+      }),
+    );
+    let shown = await row();
+    assert.equal(shown.shown, true);
+    assert.deepEqual(shown.options, ["prompt 1 (0 s)", "prompt 2 (5 s)"]);
+    assert.equal(shown.textShown, false);
+    await page.locator("#preview select").selectOption("1");
+    await page.locator("#preview button", { hasText: "Switch" }).click();
+    await page.waitForFunction(() => window.__node.motionstreamPlayer.promptRow.lastChild.textContent !== "");
+    assert.deepEqual(await promptRequests(), [
+      { prompt_id: "p-2", node_id: "6", token: "tok-2", client_id: "client-c", index: 1 },
+    ]);
+    assert.equal((await row()).note, "prompt 2 from the next chunk");
+
+    // With a text encoder: Enter in the field sends the text; the server's refusal is shown.
+    await page.evaluate(async () => {
+      const { api } = await import("/scripts/api.js");
+      api.requests.length = 0;
+      const answer = api.fetchApi.bind(api);
+      api.fetchApi = async (route, options) => {
+        await answer(route, options);
+        return new Response(JSON.stringify({ error: "the text is longer than 2000 characters" }), { status: 413 });
+      };
+      window.__send("motionstream.status", {
+        node: "6", prompt_id: "p-3", state: "streaming", live_token: "tok-3",
+        live_prompts: { prompts: [{ index: 0, start: 0 }], text: true },
+      });
+    });
+    shown = await row();
+    assert.equal(shown.textShown, true);
+    assert.equal(shown.note, "", "a new stream starts with a clean row");
+    await page.locator("#preview input[type=text]").fill("a red kite over the sea");
+    await page.locator("#preview input[type=text]").press("Enter");
+    await page.waitForFunction(() => window.__node.motionstreamPlayer.promptRow.lastChild.textContent !== "");
+    assert.deepEqual(await promptRequests(), [
+      { prompt_id: "p-3", node_id: "6", token: "tok-3", client_id: "client-c", text: "a red kite over the sea" },
+    ]);
+    assert.equal((await row()).note, "the new prompt refused: the text is longer than 2000 characters");
+
+    // Once the stream ends the row goes away.
+    await page.evaluate(() => window.__send("motionstream.status", { node: "6", prompt_id: "p-3", state: "done", frames: 0 }));
+    assert.equal((await row()).shown, false);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
 });
