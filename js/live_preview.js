@@ -8,6 +8,7 @@
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { leaveDomWidgetPlace, takeOverDomWidgetPlace } from "./dom_widget_place.js";
 
 const NODE_NAME = "MotionStreamStreamingSampler";
 const FRAMES_EVENT = "motionstream.frames";
@@ -412,8 +413,15 @@ function setUpPreview(node) {
   // The option only keeps it out of the API prompt; this keeps it out of saved workflows too.
   previewWidget.serialize = false;
   previewNodes.add(node);
+  const onConfigure = node.onConfigure;
+  node.onConfigure = function (...args) {
+    const result = onConfigure?.apply(this, args);
+    setTimeout(() => takeOverDomWidgetPlace(node, previewWidget), 0);
+    return result;
+  };
   const onRemoved = node.onRemoved;
   node.onRemoved = function (...args) {
+    leaveDomWidgetPlace(node, previewWidget);
     player.stop();
     previewNodes.delete(node);
     return onRemoved?.apply(this, args);

@@ -5,6 +5,7 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { createTrackEditor } from "./track_editor_canvas.js";
 import { isLive, publishLiveTracks } from "./live_control.js";
+import { leaveDomWidgetPlace, takeOverDomWidgetPlace } from "./dom_widget_place.js";
 
 const NODE_NAME = "MotionStreamTrackEditor";
 const VALUE_WIDGET = "tracks_json";
@@ -186,6 +187,7 @@ function setUpEditor(node) {
   node.onConfigure = function (...args) {
     const result = onConfigure?.apply(this, args);
     setTimeout(() => {
+      takeOverDomWidgetPlace(node, editorWidget);
       loadValue();
       syncFrameSize();
       syncBackground();
@@ -195,6 +197,7 @@ function setUpEditor(node) {
 
   const onRemoved = node.onRemoved;
   node.onRemoved = function (...args) {
+    leaveDomWidgetPlace(node, editorWidget);
     clearInterval(poll);
     editor.destroy();
     return onRemoved?.apply(this, args);

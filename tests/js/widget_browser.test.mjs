@@ -68,6 +68,12 @@ const STUB_MODULES = {
       setSize(size) {
         this.size = size;
       }
+    }
+    // A node class as ComfyUI registers it: every extension's beforeRegisterNodeDef has seen it.
+    export async function registeredNodeType(app, name) {
+      const NodeType = class extends FakeNode {};
+      for (const extension of app.extensions) await extension.beforeRegisterNodeDef?.(NodeType, { name });
+      return NodeType;
     }`,
 };
 
@@ -434,9 +440,8 @@ describe("live region drags through the editor node (stub app/api modules)", () 
       const { app } = await import("/scripts/app.js");
       await import("/extensions/motionstream/track_editor_widget.js");
       for (const extension of app.extensions) await extension.setup?.();
-      const { FakeNode } = await import("/scripts/fake_node.js");
-      class EditorNode extends FakeNode {}
-      for (const extension of app.extensions) await extension.beforeRegisterNodeDef?.(EditorNode, { name: "MotionStreamTrackEditor" });
+      const { registeredNodeType } = await import("/scripts/fake_node.js");
+      const EditorNode = await registeredNodeType(app, "MotionStreamTrackEditor");
       const editorNode = new EditorNode(5);
       editorNode.onNodeCreated();
       const streamingNode = { id: 9, type: "MotionStreamSampler", comfyClass: "MotionStreamStreamingSampler", inputs: [{ name: "tracks", link: 1 }] };
@@ -486,13 +491,9 @@ describe("ComfyUI extensions against stub app/api modules", () => {
       await import("/extensions/motionstream/live_preview.js");
       for (const extension of app.extensions) await extension.setup?.();
 
-      const { FakeNode } = await import("/scripts/fake_node.js");
-      class EditorNode extends FakeNode {}
-      class StreamingNode extends FakeNode {}
-      for (const extension of app.extensions) {
-        await extension.beforeRegisterNodeDef?.(EditorNode, { name: "MotionStreamTrackEditor" });
-        await extension.beforeRegisterNodeDef?.(StreamingNode, { name: "MotionStreamStreamingSampler" });
-      }
+      const { registeredNodeType } = await import("/scripts/fake_node.js");
+      const EditorNode = await registeredNodeType(app, "MotionStreamTrackEditor");
+      const StreamingNode = await registeredNodeType(app, "MotionStreamStreamingSampler");
       const editorNode = new EditorNode(5, "node");
       editorNode.onNodeCreated();
       const streamingNode = new StreamingNode(9, "preview");
@@ -623,6 +624,48 @@ describe("ComfyUI extensions against stub app/api modules", () => {
       api.dispatchEvent(new CustomEvent("motionstream.frames", { detail }));
     });
     assert.equal(await canvasShown(), true);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test("a graph reload that keeps the node's DOM (Vue nodes undo) shows the recreated editor and preview", async () => {
+    const { page, errors } = await openHarness();
+    const shown = await page.evaluate(async () => {
+      document.body.innerHTML = '<div id="node" style="width:600px;height:500px"></div><div id="preview" style="width:300px;height:220px"></div>';
+      const { app } = await import("/scripts/app.js");
+      await import("/extensions/motionstream/track_editor_widget.js");
+      await import("/extensions/motionstream/live_preview.js");
+      const { registeredNodeType } = await import("/scripts/fake_node.js");
+      const EditorNode = await registeredNodeType(app, "MotionStreamTrackEditor");
+      const StreamingNode = await registeredNodeType(app, "MotionStreamStreamingSampler");
+      const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
+      const configured = (node) => (node.onNodeCreated(), node.onConfigure({}), node);
+      const oldNodes = [configured(new EditorNode(5, "node")), configured(new StreamingNode(9, "preview"))];
+      await nextTask();
+      for (const node of oldNodes) node.onRemoved();
+      // Vue nodes mode keeps the node's DOM for the unchanged id and never mounts the new widget's element.
+      for (const NodeType of [EditorNode, StreamingNode]) {
+        NodeType.prototype.addDOMWidget = function (name, type, element, options) {
+          const widget = { name, type, element, options };
+          this.widgets.push(widget);
+          return widget;
+        };
+      }
+      const editorNode = configured(new EditorNode(5, "node"));
+      const streamingNode = configured(new StreamingNode(9, "preview"));
+      await nextTask();
+      await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+      const editors = document.querySelectorAll("#node .ms-track-editor");
+      const canvas = editorNode.motionstreamEditor.element.querySelector("canvas");
+      return {
+        editors: editors.length,
+        newEditorShown: editors[0] === editorNode.motionstreamEditor.element,
+        canvasWidth: canvas.getBoundingClientRect().width,
+        previewShown: document.getElementById("preview").contains(streamingNode.motionstreamPlayer.canvas),
+      };
+    });
+    assert.deepEqual({ ...shown, canvasWidth: shown.canvasWidth > 100 }, {
+      editors: 1, newEditorShown: true, canvasWidth: true, previewShown: true });
     assert.deepEqual(errors, []);
     await page.close();
   });
@@ -779,11 +822,8 @@ describe("ComfyUI extensions against stub app/api modules", () => {
       const { api } = await import("/scripts/api.js");
       await import("/extensions/motionstream/live_preview.js");
       for (const extension of app.extensions) await extension.setup?.();
-      const { FakeNode } = await import("/scripts/fake_node.js");
-      class StreamingNode extends FakeNode {}
-      for (const extension of app.extensions) {
-        await extension.beforeRegisterNodeDef?.(StreamingNode, { name: "MotionStreamStreamingSampler" });
-      }
+      const { registeredNodeType } = await import("/scripts/fake_node.js");
+      const StreamingNode = await registeredNodeType(app, "MotionStreamStreamingSampler");
       window.__node = new StreamingNode(6, "preview");
       window.__node.onNodeCreated();
       api.clientId = "client-c";
